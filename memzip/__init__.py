@@ -1,0 +1,9 @@
+"""memzip: lossless text compression with memory tokens (one optimized embedding per token window)."""
+
+__version__ = "0.1.0"
+
+from .codec import CompressReport, CompressSettings, compress, decompress  # noqa: E402
+from .errors import MemzipError  # noqa: E402
+from .optimizer import OptimizerSettings  # noqa: E402
+
+__all__ = ["compress", "decompress", "CompressSettings", "CompressReport", "OptimizerSettings", "MemzipError"]

@@ -1,0 +1,275 @@
+"""The `memzip` command: c (compress), x (extract), info -- in the gzip/zstd tradition.
+
+Inputs are kept; outputs are written to a temporary file beside the target and renamed into place
+only when complete and verified, so an error or an interrupt never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+
+from . import __version__
+from .errors import MemzipError
+
+SUFFIX = ".mz"
+
+
+class UsageError(MemzipError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="memzip", description="Lossless text compression with memory tokens.")
+    p.add_argument("--version", action="version", version=f"memzip {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{c,x,info}")
+
+    def io_options(sp):
+        sp.add_argument("files", nargs="+", metavar="FILE", help="input files ('-' for standard input)")
+        sp.add_argument("-o", "--output", metavar="OUT", help="output file (one input only; '-' for stdout)")
+        sp.add_argument("-c", "--stdout", action="store_true", help="write to standard output")
+        sp.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+        sp.add_argument("--model", metavar="PATH|ID", help="model directory or ID (default: packaged SmolLM2-135M-Instruct)")
+        sp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        sp.add_argument("--threads", type=int, help="CPU threads for torch")
+
+    c = sub.add_parser("c", help="compress FILE to FILE.mz")
+    io_options(c)
+    from .codec import DEFAULT_WINDOW
+    from .optimizer import OptimizerSettings
+
+    d = OptimizerSettings()
+    c.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"tokens per window (default {DEFAULT_WINDOW})")
+    c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
+    c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
+    c.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    c.add_argument("--margin", type=float, default=d.margin, help=f"required logit margin (default {d.margin})")
+
+    x = sub.add_parser("x", help="restore FILE from FILE.mz")
+    io_options(x)
+
+    i = sub.add_parser("info", help="describe .mz files")
+    i.add_argument("files", nargs="+", metavar="FILE")
+    return p
+
+
+def _rich_progress(quiet: bool):
+    from .progress import Progress
+
+    if quiet or not sys.stderr.isatty():
+        return Progress(), (lambda text: None if quiet else print(text, file=sys.stderr))
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+
+    class RichProgress(Progress):
+        def __init__(self):
+            self.bar = None
+
+        def phase(self, description, total):
+            self.done()
+            self.bar = Bar(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task(description, total=total, info="")
+
+        def update(self, completed, info=""):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=completed, info=info)
+
+        def done(self):
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+        def message(self, text):
+            console.print(text, highlight=False)
+
+    return RichProgress(), (lambda text: console.print(text, highlight=False))
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _output_path(args, path: str) -> str | None:
+    """Where output goes; None means standard output."""
+    if args.stdout or args.output == "-" or (path == "-" and not args.output):
+        return None
+    if args.output:
+        return args.output
+    if args.command == "c":
+        return path + SUFFIX
+    if not path.endswith(SUFFIX) or len(path) == len(SUFFIX):
+        raise UsageError(f"{path}: unknown suffix, expected '{SUFFIX}' (use -o to name the output)")
+    return path[: -len(SUFFIX)]
+
+
+def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | None) -> None:
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode_from is not None and mode_from != "-":
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, os.stat(mode_from).st_mode & 0o7777)
+        if os.path.exists(target) and not force:
+            raise UsageError(f"{target} already exists; use -f to overwrite")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _settings(args):
+    from .codec import CompressSettings
+    from .optimizer import OptimizerSettings
+
+    for name in ("window", "steps", "batch"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    if not args.lr > 0 or args.margin < 0:
+        raise UsageError("--lr must be positive and --margin non-negative")
+    opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin)
+    return CompressSettings(window=args.window, optimizer=opt)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
+    from . import codec
+
+    target = _output_path(args, path)
+    if target is not None and os.path.exists(target) and not args.force:
+        raise UsageError(f"{target} already exists; use -f to overwrite")
+    if target is None and args.command == "c" and sys.stdout.isatty() and not args.force:
+        raise UsageError("refusing to write compressed data to a terminal (use -o or redirect; -f to force)")
+    if target is not None and os.path.abspath(target) == os.path.abspath(path):
+        raise UsageError(f"{path}: input and output are the same file")
+    if target is not None:  # find an unwritable destination now, not after hours of compression
+        directory = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(directory):
+            raise UsageError(f"{target}: output directory does not exist")
+        if not os.access(directory, os.W_OK):
+            raise UsageError(f"{target}: output directory is not writable")
+    data = _read_input(path)
+    if "lm" not in lm_cache and (args.command == "c" or args.model is not None):
+        from .model import load_model
+
+        lm_cache["lm"] = load_model(args.model, device=args.device, progress=say)
+    started = time.monotonic()
+    if args.command == "c":
+        report: list = []
+        out = codec.compress(data, lm_cache["lm"], _settings(args), progress, report)
+    else:
+        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress)
+    elapsed = time.monotonic() - started
+    if target is None:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    else:
+        _write_atomically(target, out, args.force, path)
+    name = "stdin" if path == "-" else path
+    if args.command == "c":
+        r = report[0]
+        ratio = len(out) / len(data) if data else float("nan")
+        say(
+            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio:.3f}); {r.windows} windows: {r.vectors} vectors, "
+            f"{r.fallback_windows} raw; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
+        )
+    else:
+        say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+
+
+def _info(path: str) -> None:
+    from . import container
+
+    blob = _read_input(path)
+    c = container.read(blob)
+    h = c.header
+    raw_bytes = len(c.fallback)
+    lines = [
+        f"file:            {path}",
+        f"format:          version {container.FORMAT_VERSION}, written by memzip {h['memzip_version']}",
+        f"model:           {h['model_id']}",
+        f"fingerprint:     {h['model_fingerprint']}",
+        f"original:        {h['original_size']} bytes (sha256 {h['original_sha256'][:16]}...)",
+        f"compressed:      {len(blob)} bytes, ratio "
+        + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
+        f"windows:         {c.window_count} as vectors ({h['window']} tokens max each), "
+        f"{raw_bytes} bytes in {len(c.segments) - c.window_count} raw spans",
+        f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
+        f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
+    ]
+    print("\n".join(lines))
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if args.command == "info":
+            for path in args.files:
+                _info(path)
+            return 0
+        if args.output and len(args.files) > 1:
+            raise UsageError("-o takes a single input file")
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        progress, say = _rich_progress(args.quiet)
+        lm_cache: dict = {}
+        for path in args.files:
+            try:
+                _run_file(args, path, lm_cache, progress, say)
+            finally:
+                progress.done()
+        return 0
+    except MemzipError as exc:
+        print(f"memzip: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"memzip: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("memzip: interrupted; no output written", file=sys.stderr)
+        return 130
+    except _Terminated:
+        print("memzip: terminated; no output written", file=sys.stderr)
+        return 143
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The .mz container: writing and strict reading. The byte layout is specified in docs/FORMAT.md.
+
+Every section is length-prefixed and the whole file ends with a SHA-256 of everything before it, so
+corruption is found before any (slow) decoding starts; the original bytes' own SHA-256 is checked
+again after decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+
+import torch
+import zstandard
+
+from .errors import ContainerError
+
+MAGIC = b"\x89MZP\r\n\x1a\n"
+FORMAT_VERSION = 1
+VECTOR_DTYPE = "bfloat16"
+KIND_WINDOW, KIND_RAW = 0, 1
+MAX_WINDOW_TOKENS = 1 << 16  # a window longer than this is not something memzip writes
+ZSTD_LEVEL = 19
+
+_PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
+_SECTION_LEN = struct.Struct("<Q")
+_SEGMENT = struct.Struct("<BI")  # kind, length (tokens for windows, bytes for raw spans)
+_TRAILER_LEN = 32
+
+HEADER_KEYS = {
+    "memzip_version": str,
+    "model_id": str,
+    "model_fingerprint": str,
+    "prefix_id": int,
+    "hidden_size": int,
+    "window": int,
+    "decode_batch": int,
+    "vector_dtype": str,
+    "original_size": int,
+    "original_sha256": str,
+    "settings": dict,
+}
+
+
+@dataclass
+class Container:
+    header: dict
+    segments: list[tuple[int, int]]  # (KIND_WINDOW, n_tokens) or (KIND_RAW, n_bytes), in file order
+    vectors: torch.Tensor  # [number of windows, hidden_size], bfloat16
+    fallback: bytes  # raw spans concatenated, uncompressed
+    sizes: dict = field(default_factory=dict)  # section sizes in bytes, filled by the reader and writer
+
+    @property
+    def window_count(self) -> int:
+        return sum(1 for kind, _ in self.segments if kind == KIND_WINDOW)
+
+
+def _validate_header(header: dict) -> None:
+    if set(header) != set(HEADER_KEYS):
+        missing, extra = set(HEADER_KEYS) - set(header), set(header) - set(HEADER_KEYS)
+        raise ContainerError(f"header fields wrong (missing {sorted(missing)}, unknown {sorted(extra)})")
+    for key, kind in HEADER_KEYS.items():
+        value = header[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ContainerError(f"header field {key!r} has the wrong type")
+    if header["vector_dtype"] != VECTOR_DTYPE:
+        raise ContainerError(f"unsupported vector dtype {header['vector_dtype']!r}")
+    for key in ("prefix_id", "original_size"):
+        if header[key] < 0:
+            raise ContainerError(f"header field {key!r} is negative")
+    for key in ("hidden_size", "window", "decode_batch"):
+        if header[key] < 1:
+            raise ContainerError(f"header field {key!r} must be positive")
+    for key in ("model_fingerprint", "original_sha256"):
+        value = header[key]
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ContainerError(f"header field {key!r} is not a SHA-256 hex digest")
+
+
+def write(container: Container) -> bytes:
+    """Serialize; the header is validated so a writer bug cannot produce an unreadable file."""
+    from safetensors.torch import save
+
+    _validate_header(container.header)
+    vectors = container.vectors
+    if vectors.dtype != torch.bfloat16 or vectors.ndim != 2 or vectors.shape != (
+        container.window_count,
+        container.header["hidden_size"],
+    ):
+        raise ValueError("vectors must be bfloat16 [windows, hidden_size]")
+    header = json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    table = b"".join(_SEGMENT.pack(kind, length) for kind, length in container.segments)
+    tensors = save({"vectors": vectors.contiguous().cpu()})
+    fallback = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(container.fallback) if container.fallback else b""
+    parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
+    for section in (table, tensors, fallback):
+        parts += [_SECTION_LEN.pack(len(section)), section]
+    body = b"".join(parts)
+    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(tensors), "fallback": len(fallback)}
+    return body + hashlib.sha256(body).digest()
+
+
+class _Reader:
+    def __init__(self, blob: bytes):
+        self.blob, self.pos = blob, 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.blob):
+            raise ContainerError(f"truncated file ({what} runs past the end)")
+        chunk = self.blob[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def section(self, what: str) -> bytes:
+        (n,) = _SECTION_LEN.unpack(self.take(_SECTION_LEN.size, f"{what} length"))
+        return self.take(n, what)
+
+
+def read(blob: bytes) -> Container:
+    """Parse and check a container; any inconsistency raises ContainerError."""
+    if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
+        raise ContainerError("not a memzip file (bad magic)")
+    if len(blob) < _PREAMBLE.size + _TRAILER_LEN:
+        raise ContainerError("truncated file")
+    _, version, header_len = _PREAMBLE.unpack_from(blob)
+    if version != FORMAT_VERSION:
+        raise ContainerError(f"format version {version} is not supported (this memzip reads version {FORMAT_VERSION})")
+    body, trailer = blob[:-_TRAILER_LEN], blob[-_TRAILER_LEN:]
+    if hashlib.sha256(body).digest() != trailer:
+        raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
+    r = _Reader(body)
+    r.pos = _PREAMBLE.size
+    try:
+        header = json.loads(r.take(header_len, "header").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContainerError(f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ContainerError("header is not a JSON object")
+    _validate_header(header)
+    table, tensors, packed = r.section("segment table"), r.section("vectors"), r.section("fallback")
+    if r.pos != len(body):
+        raise ContainerError("unexpected bytes after the last section")
+    segments = _parse_segments(table)
+    n_windows = sum(1 for kind, _ in segments if kind == KIND_WINDOW)
+    raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
+    if raw_total > header["original_size"]:
+        raise ContainerError("raw spans are larger than the original file")
+    vectors = _parse_vectors(tensors, n_windows, header["hidden_size"])
+    fallback = _parse_fallback(packed, raw_total)
+    sizes = {"header": header_len, "segments": len(table), "vectors": len(tensors), "fallback": len(packed)}
+    return Container(header, segments, vectors, fallback, sizes)
+
+
+def _parse_segments(table: bytes) -> list[tuple[int, int]]:
+    if len(table) % _SEGMENT.size:
+        raise ContainerError("segment table has a partial entry")
+    segments = []
+    for kind, length in _SEGMENT.iter_unpack(table):
+        if kind not in (KIND_WINDOW, KIND_RAW):
+            raise ContainerError(f"unknown segment kind {kind}")
+        if length == 0 or (kind == KIND_WINDOW and length > MAX_WINDOW_TOKENS):
+            raise ContainerError(f"segment length {length} is out of range")
+        segments.append((kind, length))
+    return segments
+
+
+def _parse_vectors(tensors: bytes, n_windows: int, hidden: int) -> torch.Tensor:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    expected = 8 + n_windows * hidden * 2  # bf16 payload plus the safetensors length prefix
+    if len(tensors) < expected:
+        raise ContainerError("vectors section is smaller than the windows need")
+    try:
+        loaded = load(tensors)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise ContainerError(f"vectors section is not valid safetensors ({exc})") from None
+    if set(loaded) != {"vectors"}:
+        raise ContainerError("vectors section must hold exactly one tensor named 'vectors'")
+    vectors = loaded["vectors"]
+    if vectors.dtype != torch.bfloat16 or tuple(vectors.shape) != (n_windows, hidden):
+        raise ContainerError(
+            f"vectors tensor is {vectors.dtype} {tuple(vectors.shape)}, expected bfloat16 {(n_windows, hidden)}"
+        )
+    if not torch.isfinite(vectors).all():
+        raise ContainerError("vectors contain non-finite values")
+    return vectors
+
+
+def _parse_fallback(packed: bytes, raw_total: int) -> bytes:
+    if raw_total == 0:
+        if packed:
+            raise ContainerError("fallback section present but no raw spans")
+        return b""
+    try:
+        params = zstandard.get_frame_parameters(packed)
+        if params.content_size != raw_total:
+            raise ContainerError("fallback size does not match the segment table")
+        data = zstandard.ZstdDecompressor().decompress(packed, max_output_size=raw_total)
+    except zstandard.ZstdError as exc:
+        raise ContainerError(f"fallback section is not a valid zstd frame ({exc})") from None
+    if len(data) != raw_total:
+        raise ContainerError("fallback size does not match the segment table")
+    return data

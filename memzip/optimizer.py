@@ -1,0 +1,190 @@
+"""Optimization of one memory vector per window, with the model frozen.
+
+Layout of a training row (the decoder replays the same prefix)::
+
+    position:  0              1                2 ..  n
+    input:     embed(prefix)  q(vector)        embed(t_0) .. embed(t_{n-2})
+    predicts:  -              t_0              t_1 .. t_{n-1}
+
+``q`` rounds the vector to its stored dtype (bf16) with a straight-through gradient, so every
+forward sees exactly the values the container will hold.
+
+Continuous batching: ``batch`` windows are optimized at once, each with its own vector and its own
+Adam state (``RowAdam``). A window whose teacher-forced argmax is right at every position by at least
+``margin`` logits is frozen at once -- the exact vector that passed, not one more Adam step -- and its
+slot is given to the next waiting window. Frozen candidates are then proven by ``verify`` (the
+decompressor's own decode path); a candidate that fails goes back to optimization with a doubled
+margin. A window still unproven after ``steps`` steps is returned without a vector (the caller stores
+it raw).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .decoder import STORED_DTYPE
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    steps: int = 300  # optimizer steps per window before it is given up
+    lr: float = 0.01
+    batch: int = 8  # windows optimized together
+    margin: float = 0.5  # minimum teacher-forced logit margin (top-1 minus runner-up) to try decoding
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
+class WindowResult:
+    vector: torch.Tensor | None  # stored dtype, [d]; None when the window did not converge
+    steps: int  # optimizer steps spent on this window
+    verify_failures: int = 0
+
+
+class RowAdam:
+    """Adam where each row of the parameter matrix is an independent problem with its own step count."""
+
+    def __init__(self, settings: OptimizerSettings):
+        self.lr = settings.lr
+        self.b1, self.b2 = settings.betas
+        self.eps = settings.eps
+
+    def step(self, x: torch.Tensor, grad: torch.Tensor, m: torch.Tensor, v: torch.Tensor, t: torch.Tensor):
+        """Return updated (x, m, v, t) for rows; t is a float tensor [rows]."""
+        m = self.b1 * m + (1 - self.b1) * grad
+        v = self.b2 * v + (1 - self.b2) * grad * grad
+        t = t + 1
+        m_hat = m / (1 - self.b1 ** t).unsqueeze(1)
+        v_hat = v / (1 - self.b2 ** t).unsqueeze(1)
+        return x - self.lr * m_hat / (v_hat.sqrt() + self.eps), m, v, t
+
+
+@dataclass
+class _Window:
+    index: int
+    tokens: list[int]
+    vector: torch.Tensor  # fp32 master copy [d]
+    m: torch.Tensor
+    v: torch.Tensor
+    t: float = 0.0
+    steps: int = 0
+    margin: float = 0.0
+    verify_failures: int = 0
+    candidate: torch.Tensor | None = field(default=None, repr=False)
+
+
+def initial_vector(lm) -> torch.Tensor:
+    """Start every window from the mean input embedding (a point inside the embedding cloud)."""
+    return lm.model.get_input_embeddings().weight.detach().float().mean(dim=0)
+
+
+def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
+    """Forward a batch of rows; return (per-row mean cross-entropy [B], per-row minimum margin [B])."""
+    device = lm.device
+    n, longest = len(windows), max(len(w) for w in windows)
+    ids = torch.zeros((n, longest), dtype=torch.long, device=device)
+    mask = torch.zeros((n, longest), dtype=torch.bool, device=device)
+    for row, w in enumerate(windows):
+        ids[row, : len(w)] = torch.tensor(w, dtype=torch.long)
+        mask[row, : len(w)] = True
+    stored = vectors + (vectors.to(STORED_DTYPE).to(vectors.dtype) - vectors).detach()
+    prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=device))
+    embeds = torch.cat([prefix, stored.unsqueeze(1), lm.embed(ids[:, :-1])], dim=1)
+    logits = lm.model(inputs_embeds=embeds, logits_to_keep=longest).logits.float()  # [n, longest, V]
+    ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
+    loss = (ce * mask).sum(dim=1) / mask.sum(dim=1)
+    with torch.no_grad():
+        target = logits.gather(2, ids.unsqueeze(2)).squeeze(2)
+        others = logits.scatter(2, ids.unsqueeze(2), float("-inf")).amax(dim=2)
+        margin = (target - others).masked_fill(~mask, float("inf")).amin(dim=1)
+    return loss, margin
+
+
+def optimize_windows(
+    lm,
+    windows: Sequence[Sequence[int]],
+    settings: OptimizerSettings,
+    verify: Callable[[torch.Tensor, list[list[int]]], list[bool]],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[WindowResult]:
+    """Find a verified stored-dtype vector for every window that converges within the step budget.
+
+    ``verify(vectors, windows)`` must return, per row, whether decoding reproduces the window exactly.
+    ``on_progress(windows_finished, total_steps)`` is called after every optimizer step.
+    """
+    results: list[WindowResult | None] = [None] * len(windows)
+    if not windows:
+        return []
+    init = initial_vector(lm)
+    adam = RowAdam(settings)
+    waiting: deque[_Window] = deque(
+        _Window(i, list(w), init.clone(), torch.zeros_like(init), torch.zeros_like(init), margin=settings.margin)
+        for i, w in enumerate(windows)
+    )
+    active: list[_Window] = []
+    candidates: list[_Window] = []
+    finished = total_steps = 0
+
+    def finish(w: _Window, vector: torch.Tensor | None) -> None:
+        nonlocal finished
+        results[w.index] = WindowResult(vector, w.steps, w.verify_failures)
+        finished += 1
+
+    def verify_candidates() -> None:
+        vecs = torch.stack([w.candidate for w in candidates])
+        for w, ok in zip(candidates, verify(vecs, [w.tokens for w in candidates])):
+            if ok:
+                finish(w, w.candidate)
+            else:
+                w.verify_failures += 1
+                w.margin = max(2 * w.margin, 0.5)
+                w.candidate = None
+                if w.steps < settings.steps:
+                    waiting.appendleft(w)
+                else:
+                    finish(w, None)
+        candidates.clear()
+
+    while waiting or active or candidates:
+        while waiting and len(active) < settings.batch:
+            active.append(waiting.popleft())
+        if candidates and (len(candidates) >= settings.batch or not waiting):
+            verify_candidates()
+            continue
+        if not active:
+            continue
+        x = torch.stack([w.vector for w in active]).requires_grad_(True)
+        loss, margin = teacher_forced(lm, x, [w.tokens for w in active])
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+        new_x, new_m, new_v, new_t = adam.step(
+            x.detach(),
+            grad,
+            torch.stack([w.m for w in active]),
+            torch.stack([w.v for w in active]),
+            torch.tensor([w.t for w in active], dtype=x.dtype, device=x.device),
+        )
+        total_steps += 1
+        still_active = []
+        for row, w in enumerate(active):
+            if margin[row].item() >= w.margin:
+                w.candidate = x[row].detach().to(STORED_DTYPE)  # exactly the values that passed
+                candidates.append(w)
+                continue
+            w.vector, w.m, w.v, w.t = new_x[row], new_m[row], new_v[row], float(new_t[row])
+            w.steps += 1
+            if w.steps >= settings.steps:
+                finish(w, None)
+            else:
+                still_active.append(w)
+        active = still_active
+        if on_progress is not None:
+            on_progress(finished, total_steps)
+    if on_progress is not None:
+        on_progress(finished, total_steps)
+    return [r for r in results]  # type: ignore[misc]

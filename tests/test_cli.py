@@ -1,0 +1,108 @@
+"""The memzip command, run in-process on the tiny model saved as a local model directory."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memzip import container
+from memzip.cli import main
+
+FAST = ["--window", "4", "--steps", "40", "--lr", "0.1", "-q"]
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "note.txt"
+    path.write_bytes("The quick brown fox jumps over the lazy dog.\r\n\xff🙂".encode("utf-8", "surrogateescape") + b"\xff\x00")
+    return path
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def test_compress_then_extract_keeps_input_and_restores_bytes(tiny_model_dir, text_file, tmp_path):
+    original = text_file.read_bytes()
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
+    mz = tmp_path / "note.txt.mz"
+    assert mz.exists() and text_file.read_bytes() == original  # input kept
+    os.rename(text_file, tmp_path / "kept.txt")
+    assert run("x", mz, "--model", tiny_model_dir, "-q") == 0
+    assert text_file.read_bytes() == original
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def test_existing_output_is_not_overwritten_without_force(tiny_model_dir, text_file, tmp_path, capsys):
+    (tmp_path / "note.txt.mz").write_bytes(b"precious")
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "note.txt.mz").read_bytes() == b"precious"
+    assert run("c", text_file, "--model", tiny_model_dir, "-f", *FAST) == 0
+    assert container.read((tmp_path / "note.txt.mz").read_bytes())
+
+
+def test_output_option_and_stdout(tiny_model_dir, text_file, tmp_path, capsysbinary):
+    out = tmp_path / "other.mz"
+    assert run("c", text_file, "-o", out, "--model", tiny_model_dir, *FAST) == 0
+    capsysbinary.readouterr()
+    assert run("x", out, "-c", "--model", tiny_model_dir, "-q") == 0
+    assert capsysbinary.readouterr().out == text_file.read_bytes()
+
+
+def test_flipped_byte_fails_cleanly_and_writes_nothing(tiny_model_dir, text_file, tmp_path, capsys):
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
+    mz = tmp_path / "note.txt.mz"
+    blob = bytearray(mz.read_bytes())
+    blob[len(blob) // 2] ^= 0x40
+    mz.write_bytes(bytes(blob))
+    text_file.unlink()
+    capsys.readouterr()
+    assert run("x", mz, "--model", tiny_model_dir) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("memzip: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(os.listdir(tmp_path)) == ["note.txt.mz"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["c", "missing.txt"], "No such file"),
+        (["x", "plain.txt"], "unknown suffix"),
+        (["info", "plain.txt"], "not a memzip file"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "plain.txt").write_text("hello")
+    assert run(*args) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unwritable_output_directory(tiny_model_dir, text_file, tmp_path, capsys):
+    assert run("c", text_file, "-o", tmp_path / "no" / "such" / "dir.mz", "--model", tiny_model_dir, *FAST) == 1
+    assert "output directory does not exist" in capsys.readouterr().err
+
+
+def test_info_describes_the_file(tiny_model_dir, text_file, tmp_path, capsys):
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
+    capsys.readouterr()
+    assert run("info", tmp_path / "note.txt.mz") == 0
+    out = capsys.readouterr().out
+    assert os.path.abspath(tiny_model_dir) in out
+    assert f"{len(text_file.read_bytes())} bytes" in out and "ratio" in out and "as vectors" in out
+
+
+def test_console_script_in_a_subprocess(tiny_model_dir, text_file, tmp_path):
+    """No traceback reaches the user, and stdin/stdout streaming works end to end."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    cmd = [sys.executable, "-m", "memzip"]
+    blob = subprocess.run(cmd + ["c", "-", "--model", tiny_model_dir, *FAST], input=text_file.read_bytes(),
+                          capture_output=True, env=env, check=True).stdout
+    restored = subprocess.run(cmd + ["x", "-", "--model", tiny_model_dir, "-q"], input=blob,
+                              capture_output=True, env=env, check=True).stdout
+    assert restored == text_file.read_bytes()
+    bad = subprocess.run(cmd + ["x", "-", "-q"], input=b"garbage", capture_output=True, env=env)
+    assert bad.returncode == 1 and bad.stdout == b"" and b"Traceback" not in bad.stderr

@@ -1,0 +1,117 @@
+"""Round trips through compress()/decompress() on the tiny seeded model."""
+
+import hashlib
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip.container import KIND_WINDOW
+from memzip.errors import IntegrityError, ModelLoadError, ModelMismatchError
+from memzip.model import fingerprint
+from tiny import tiny_lm
+
+# Settings under which the tiny random model memorizes some short windows (and quickly gives up on others).
+QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8))
+CHEAP = CompressSettings(window=4, optimizer=OptimizerSettings(steps=2, lr=0.3, batch=8))
+
+SAMPLES = {
+    "empty": b"",
+    "english": b"The quick brown fox jumps over the lazy dog.",
+    "spanish": "El veloz murciélago hindú comía feliz cardillo y kiwi.".encode(),
+    "crlf": b"line one\r\nline two\r\n\r\n",
+    "emoji": "smile 🙂, thumbs 👍🏽, 中文, ñ".encode(),
+    "invalid": b"\xff\xfe\x00\x00 binary \x80\x81 then text \xc3",
+    "nul": b"a\x00b\x00c",
+    "spaces": b"   leading and trailing   ",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_round_trip_samples(lm, name):
+    data = SAMPLES[name]
+    report = []
+    blob = compress(data, lm, QUICK, report=report)
+    assert decompress(blob, lm) == data
+    r = report[0]
+    assert r.vectors + r.fallback_windows == r.windows
+
+
+def test_vectors_are_used_and_verified(lm):
+    data = b"The quick brown fox jumps over the lazy dog. The quick brown fox."
+    report = []
+    blob = compress(data, lm, QUICK, report=report)
+    c = container.read(blob)
+    assert report[0].vectors >= 1
+    assert c.window_count == report[0].vectors
+    assert c.header["model_fingerprint"] == lm.fingerprint
+    assert c.header["original_sha256"] == hashlib.sha256(data).hexdigest()
+    assert decompress(blob, lm) == data
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.one_of(st.binary(max_size=120), st.text(max_size=60).map(str.encode)))
+def test_round_trip_any_bytes(lm, data):
+    assert decompress(compress(data, lm, CHEAP), lm) == data
+
+
+def test_long_input_round_trips(lm):
+    data = ("Compression is prediction; prediction is compression. 🙂\r\n" * 40).encode() + bytes(range(256))
+    assert decompress(compress(data, lm, CHEAP), lm) == data
+
+
+def test_different_weights_are_refused_before_decoding(lm):
+    blob = compress(b"The quick brown fox jumps.", lm, QUICK)
+    assert container.read(blob).window_count >= 1
+    other = tiny_lm()  # same name, same architecture; one weight changed in its last bit
+    with torch.no_grad():
+        w = other.model.model.norm.weight
+        w[0] = torch.nextafter(w[0], torch.tensor(float("inf")))
+    other.fingerprint = fingerprint(other.model, other.tokenizer)
+    with pytest.raises(ModelMismatchError, match="tiny-test-model"):
+        decompress(blob, other)
+
+
+def test_missing_model_names_what_the_file_needs(lm):
+    blob = compress(b"The quick brown fox jumps.", lm, QUICK)
+    assert container.read(blob).window_count >= 1
+    with pytest.raises(ModelLoadError, match="needs model 'tiny-test-model'"):
+        decompress(blob, "/nonexistent/model/dir")
+
+
+def test_all_raw_file_needs_no_model(lm):
+    blob = compress(b"\xff\xfe\xfd", lm, QUICK)
+    assert container.read(blob).window_count == 0
+    assert decompress(blob) == b"\xff\xfe\xfd"  # the recorded model 'tiny-test-model' is never loaded
+
+
+def _tampered(blob: bytes, change) -> bytes:
+    c = container.read(blob)
+    change(c)
+    return container.write(c)
+
+
+def test_wrong_vector_fails_the_checksum_and_returns_nothing(lm):
+    blob = compress(b"The quick brown fox jumps over the lazy dog.", lm, QUICK)
+    assert container.read(blob).window_count >= 1
+
+    def negate(c):
+        c.vectors = -c.vectors  # still a well-formed container, but decodes to other tokens
+
+    with pytest.raises(IntegrityError):
+        decompress(_tampered(blob, negate), lm)
+
+
+def test_wrong_recorded_checksum_is_an_integrity_error(lm):
+    blob = compress(b"\xff abc", lm, CHEAP)
+    with pytest.raises(IntegrityError):
+        decompress(_tampered(blob, lambda c: c.header.update(original_sha256="0" * 64)), lm)
+
+
+def test_window_lengths_are_stored(lm):
+    data = b"The quick brown fox jumps over the lazy dog."
+    c = container.read(compress(data, lm, QUICK))
+    lengths = [n for kind, n in c.segments if kind == KIND_WINDOW]
+    assert lengths and all(1 <= n <= QUICK.window for n in lengths)
