@@ -195,9 +195,11 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
     if args.command == "c":
         r = report[0]
         ratio = len(out) / len(data) if data else float("nan")
+        steps = sorted(r.steps)
+        step_note = f", steps median {steps[len(steps) // 2]} p90 {steps[(len(steps) * 9) // 10]}" if steps else ""
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio:.3f}); {r.windows} windows: {r.vectors} vectors, "
-            f"{r.fallback_windows} raw; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
+            f"{r.fallback_windows} raw{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
         )
     else:
         say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")

@@ -34,7 +34,7 @@ from .decoder import STORED_DTYPE
 class OptimizerSettings:
     steps: int = 300  # optimizer steps per window before it is given up
     lr: float = 0.01
-    batch: int = 8  # windows optimized together
+    batch: int = 16  # windows optimized together
     margin: float = 0.5  # minimum teacher-forced logit margin (top-1 minus runner-up) to try decoding
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8

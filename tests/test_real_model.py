@@ -1,0 +1,55 @@
+"""Integration tests on the packaged default model (SmolLM2-135M-Instruct), on short texts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip.errors import ModelMismatchError
+
+pytestmark = pytest.mark.model
+
+SHORT = CompressSettings(window=16, optimizer=OptimizerSettings(steps=200))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"The library opens at nine, but the reading room stays closed until ten.",
+        "El tren de las ocho llegó tarde otra vez, y nadie en el andén se sorprendió.".encode(),
+    ],
+    ids=["english", "spanish"],
+)
+def test_prose_round_trips_through_memory_vectors(real_lm, data):
+    report = []
+    blob = compress(data, real_lm, SHORT, report=report)
+    assert report[0].vectors >= 1  # real memory tokens, not just the fallback
+    assert decompress(blob, real_lm) == data
+
+
+def test_invalid_utf8_nul_and_empty(real_lm):
+    data = b"header\x00\x00\xff\xfe binary junk \x80 and then: a sentence in plain English.\r\n"
+    assert decompress(compress(data, real_lm, SHORT), real_lm) == data
+    assert decompress(compress(b"", real_lm, SHORT), real_lm) == b""
+
+
+def test_file_from_the_real_model_refuses_another_model(real_lm, lm):
+    blob = compress(b"A short line of text to remember.", real_lm, SHORT)
+    assert container.read(blob).header["model_id"] == "smollm2-135m-instruct"
+    with pytest.raises(ModelMismatchError, match="smollm2-135m-instruct"):
+        decompress(blob, lm)
+
+
+def test_cli_on_the_default_model(tmp_path):
+    src = tmp_path / "hello.txt"
+    src.write_bytes("Bonjour! A café sign, two chairs and a dog. 🙂\n".encode())
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "memzip"]
+    subprocess.run(cmd + ["c", str(src), "-q"], check=True, env=env)
+    os.rename(src, tmp_path / "orig.txt")
+    subprocess.run(cmd + ["x", str(tmp_path / "hello.txt.mz"), "-q"], check=True, env=env)
+    assert src.read_bytes() == (tmp_path / "orig.txt").read_bytes()
+    info = subprocess.run(cmd + ["info", str(tmp_path / "hello.txt.mz")], check=True, capture_output=True, text=True)
+    assert "smollm2-135m-instruct" in info.stdout
