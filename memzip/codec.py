@@ -67,7 +67,7 @@ def compress(
     progress.phase("optimizing memory vectors", len(windows))
 
     def verify(vectors: torch.Tensor, tokens: list[list[int]]) -> list[bool]:
-        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], batch_size=DECODE_BATCH)
+        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], DECODE_BATCH, lm.prefix_id)
         return [d == t for d, t in zip(decoded, tokens)]
 
     def on_step(finished: int, steps: int) -> None:
@@ -134,7 +134,8 @@ def _replay(c: Container, lm: LanguageModel, progress: Progress) -> list[list[in
     """Greedy-decode every window of a container, batched as its header says."""
     lengths = [n for kind, n in c.segments if kind == KIND_WINDOW]
     progress.phase("decoding memory vectors", len(lengths))
-    tokens = greedy_decode(lm, c.vectors, lengths, batch_size=c.header["decode_batch"], on_batch=progress.update)
+    h = c.header
+    tokens = greedy_decode(lm, c.vectors, lengths, h["decode_batch"], h["prefix_id"], on_batch=progress.update)
     progress.done()
     return tokens
 
@@ -155,7 +156,6 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= vocab:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
-    lm.prefix_id = c.header["prefix_id"]
     return lm
 
 

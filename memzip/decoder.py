@@ -19,7 +19,9 @@ def as_stored(vectors: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_decode(lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, on_batch=None) -> list[list[int]]:
+def greedy_decode(
+    lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, prefix_id: int, on_batch=None
+) -> list[list[int]]:
     """Token ids regenerated from stored (bf16) ``vectors`` [n, d], ``lengths[i]`` tokens each.
 
     Rows are decoded in consecutive batches of ``batch_size``; ``on_batch(rows_done)`` follows each.
@@ -30,20 +32,21 @@ def greedy_decode(lm, vectors: torch.Tensor, lengths: list[int], batch_size: int
         raise ValueError("one length per vector is required")
     out: list[list[int]] = []
     for start in range(0, len(lengths), batch_size):
-        out.extend(_decode_batch(lm, vectors[start : start + batch_size], lengths[start : start + batch_size]))
+        batch = slice(start, start + batch_size)
+        out.extend(_decode_batch(lm, vectors[batch], lengths[batch], prefix_id))
         if on_batch is not None:
             on_batch(len(out))
     return out
 
 
-def _decode_batch(lm, vectors: torch.Tensor, lengths: list[int]) -> list[list[int]]:
+def _decode_batch(lm, vectors: torch.Tensor, lengths: list[int], prefix_id: int) -> list[list[int]]:
     n = len(lengths)
     if n == 0:
         return []
     steps = max(lengths)
     device = lm.device
     dtype = lm.model.get_input_embeddings().weight.dtype
-    prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=device))
+    prefix = lm.embed(torch.full((n, 1), prefix_id, dtype=torch.long, device=device))
     embeds = torch.cat([prefix, vectors.to(device=device, dtype=dtype).unsqueeze(1)], dim=1)
     generated = torch.empty((n, steps), dtype=torch.long, device=device)
     past = None

@@ -41,7 +41,7 @@ def test_converged_windows_keep_the_exact_vector_that_passed(lm):
 
     def verify(vectors, tokens):
         seen.append(vectors.clone())
-        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], batch_size=64)
+        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], 64, lm.prefix_id)
         return [d == t for d, t in zip(decoded, tokens)]
 
     results = optimize_windows(lm, windows, OptimizerSettings(steps=60, lr=0.1, batch=4), verify)
@@ -53,7 +53,7 @@ def test_converged_windows_keep_the_exact_vector_that_passed(lm):
             continue
         assert r.vector.dtype == STORED_DTYPE
         assert any(torch.equal(r.vector, row) for row in verified_rows)  # returned exactly as verified
-        assert greedy_decode(lm, r.vector[None], [len(window)], batch_size=1)[0] == window
+        assert greedy_decode(lm, r.vector[None], [len(window)], 1, lm.prefix_id)[0] == window
         _, margin = teacher_forced(lm, r.vector.float()[None], [window])
         assert margin.item() > 0
 
