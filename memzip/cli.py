@@ -194,11 +194,11 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
     name = "stdin" if path == "-" else path
     if args.command == "c":
         r = report[0]
-        ratio = len(out) / len(data) if data else float("nan")
+        ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
         steps = sorted(r.steps)
         step_note = f", steps median {steps[len(steps) // 2]} p90 {steps[(len(steps) * 9) // 10]}" if steps else ""
         say(
-            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio:.3f}); {r.windows} windows: {r.vectors} vectors, "
+            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {r.vectors} vectors, "
             f"{r.fallback_windows} raw{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
         )
     else:

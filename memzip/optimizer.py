@@ -45,6 +45,7 @@ class WindowResult:
     vector: torch.Tensor | None  # stored dtype, [d]; None when the window did not converge
     steps: int  # optimizer steps spent on this window
     verify_failures: int = 0
+    last: torch.Tensor | None = None  # stored dtype: the verified vector, or where a failed window ended
 
 
 class RowAdam:
@@ -85,7 +86,11 @@ def initial_vector(lm) -> torch.Tensor:
 
 
 def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
-    """Forward a batch of rows; return (per-row mean cross-entropy [B], per-row minimum margin [B])."""
+    """Forward a batch of rows, each ``[prefix, vector, tokens[:-1]]``.
+
+    Returns (per-row mean cross-entropy [B], per-position margins [B, L]): the target's logit minus the
+    best other logit (> 0 where the argmax is right; +inf on padding).
+    """
     device = lm.device
     n, longest = len(windows), max(len(w) for w in windows)
     ids = torch.zeros((n, longest), dtype=torch.long, device=device)
@@ -102,8 +107,8 @@ def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
     with torch.no_grad():
         target = logits.gather(2, ids.unsqueeze(2)).squeeze(2)
         others = logits.scatter(2, ids.unsqueeze(2), float("-inf")).amax(dim=2)
-        margin = (target - others).masked_fill(~mask, float("inf")).amin(dim=1)
-    return loss, margin
+        margins = (target - others).masked_fill(~mask, float("inf"))
+    return loss, margins
 
 
 def optimize_windows(
@@ -133,7 +138,8 @@ def optimize_windows(
 
     def finish(w: _Window, vector: torch.Tensor | None) -> None:
         nonlocal finished
-        results[w.index] = WindowResult(vector, w.steps, w.verify_failures)
+        last = vector if vector is not None else w.vector.detach().to(STORED_DTYPE)
+        results[w.index] = WindowResult(vector, w.steps, w.verify_failures, last)
         finished += 1
 
     def verify_candidates() -> None:
@@ -160,7 +166,8 @@ def optimize_windows(
         if not active:
             continue
         x = torch.stack([w.vector for w in active]).requires_grad_(True)
-        loss, margin = teacher_forced(lm, x, [w.tokens for w in active])
+        loss, margins = teacher_forced(lm, x, [w.tokens for w in active])
+        margin = margins.amin(dim=1)
         (grad,) = torch.autograd.grad(loss.sum(), x)
         new_x, new_m, new_v, new_t = adam.step(
             x.detach(),

@@ -54,8 +54,8 @@ def test_converged_windows_keep_the_exact_vector_that_passed(lm):
         assert r.vector.dtype == STORED_DTYPE
         assert any(torch.equal(r.vector, row) for row in verified_rows)  # returned exactly as verified
         assert greedy_decode(lm, r.vector[None], [len(window)], 1, lm.prefix_id)[0] == window
-        _, margin = teacher_forced(lm, r.vector.float()[None], [window])
-        assert margin.item() > 0
+        _, margins = teacher_forced(lm, r.vector.float()[None], [window])
+        assert margins.shape == (1, len(window)) and margins.min().item() > 0
 
 
 def test_failed_verification_is_retried_then_given_up(lm):

@@ -1,0 +1,103 @@
+"""python -m bench: run the compression benchmark and the paper reproduction, write bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from memzip import CompressSettings, OptimizerSettings
+
+from . import corpora, methods, model_limit, paper, report
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_variant(text: str) -> tuple[str, CompressSettings]:
+    """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5' -> (label, settings)."""
+    name, _, spec = text.partition(":")
+    values = dict(item.split("=", 1) for item in spec.split(",") if item)
+    opt_fields = {"steps": int, "lr": float, "batch": int, "margin": float}
+    opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
+    unknown = set(values) - set(opt_fields) - {"window"}
+    if unknown:
+        raise SystemExit(f"bench: unknown variant settings {sorted(unknown)}")
+    return f"memzip {name}", CompressSettings(window=int(values.get("window", 16)), optimizer=opt)
+
+
+def compression_rows(lm, corpus, variants, window: int) -> list[dict]:
+    rows = methods.classic(corpus)
+    for label, bits_fn in (
+        (f"model limit ({window}-token windows)", lambda: model_limit.window_context_bits(lm, corpus.data, window)),
+        ("model limit (512-token context)", lambda: model_limit.long_context_bits(lm, corpus.data, 512)),
+    ):
+        t0 = time.perf_counter()
+        bits = bits_fn()
+        rows.append(methods.row(corpus, label, math.ceil(bits / 8), time.perf_counter() - t0, None, None, bits=bits))
+    for label, settings in variants:
+        rows.append(methods.memzip(corpus, lm, settings, label))
+    return rows
+
+
+def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, command: str, paper_models=(), plots=True, say=print):
+    """Run everything; ``lm`` is the default model, ``paper_models`` extra (name, lm) pairs for the paper tables."""
+    summary = {"machine": report.machine(), "command": command, "rows": [], "paper": []}
+    window = variants[0][1].window if variants else 16
+    for corpus in corpus_list:
+        say(f"bench: compression on {corpus.name} ({len(corpus.data)} bytes)")
+        summary["rows"] += compression_rows(lm, corpus, variants, window)
+    paper_corpus = corpora.paper()
+    text = paper_corpus.data.decode("utf-8") if paper_corpus else corpora.QUICK_TEXT.decode() * 4
+    for name, model in [(lm.model_id, lm), *paper_models]:
+        for size in paper_sizes:
+            settings = paper_settings.get(size, OptimizerSettings())
+            say(f"bench: paper reproduction, {name}, {size}-character chunks, budget {settings.steps} steps")
+            summary["paper"].append(paper.reproduce(model, name, text, size, settings))
+    report.write(summary, out, with_plots=plots)
+    return summary
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("files", nargs="*", help="extra corpus files")
+    p.add_argument("--quick", action="store_true", help="a few hundred bytes and tiny paper chunks (seconds to a minute)")
+    p.add_argument("--model", help="model for everything (default: packaged SmolLM2-135M-Instruct)")
+    p.add_argument("--paper-model", action="append", default=[], help="extra model for the paper tables")
+    p.add_argument("--max-bytes", type=int, help="use only the first N bytes of each corpus")
+    p.add_argument("--pydoc-bytes", type=int, default=8000, help="size of the pydoc_data sample (default 8000)")
+    p.add_argument("--no-default-corpora", action="store_true", help="only the files given")
+    p.add_argument("--variant", action="append", default=[], help="extra memzip run, e.g. 'w32:window=32,steps=400'")
+    p.add_argument("--paper-sizes", default="100,1000", help="chunk lengths in characters (default 100,1000)")
+    p.add_argument("--paper-steps", default="100:300,1000:150", help="step budget per chunk length")
+    p.add_argument("--no-paper", action="store_true")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+
+    from memzip.model import load_model
+
+    lm = load_model(args.model)
+    variants = [("memzip", CompressSettings())] + [parse_variant(v) for v in args.variant]
+    sizes = [] if args.no_paper else [int(s) for s in args.paper_sizes.split(",") if s]
+    budget = dict(item.split(":") for item in args.paper_steps.split(",") if item)
+    paper_settings = {int(k): OptimizerSettings(steps=int(v), batch=20) for k, v in budget.items()}
+    if args.quick:
+        corpus_list = corpora.quick()
+        variants = [("memzip", CompressSettings(optimizer=OptimizerSettings(steps=40)))]
+        sizes = [] if args.no_paper else [40, 80]
+        paper_settings = {40: OptimizerSettings(steps=20, batch=20), 80: OptimizerSettings(steps=20, batch=20)}
+    else:
+        corpus_list = [] if args.no_default_corpora else [c for c in (corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes)) if c]
+    corpus_list += [corpora.from_file(f, args.max_bytes) for f in args.files]
+    extra = [(spec, load_model(spec)) for spec in args.paper_model]
+    command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    run(lm, corpus_list, variants, sizes, paper_settings, args.out, command, extra, plots=not args.no_plots)
+    print(f"bench: results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

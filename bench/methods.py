@@ -1,0 +1,66 @@
+"""Compression methods measured side by side: classic compressors, memzip, and the model's limit."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import statistics
+import time
+
+import zstandard
+
+from memzip import CompressSettings, codec
+
+CLASSIC = {
+    "gzip -9": (lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),
+    "bzip2 -9": (lambda d: bz2.compress(d, 9), bz2.decompress),
+    "xz -9e": (lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
+    "zstd -19": (lambda d: zstandard.ZstdCompressor(level=19).compress(d), lambda b: zstandard.ZstdDecompressor().decompress(b)),
+}
+
+
+def row(corpus, method: str, output_bytes: int, compress_s: float, decompress_s: float | None, exact, **extra) -> dict:
+    n = len(corpus.data)
+    return {
+        "corpus": corpus.name,
+        "method": method,
+        "input_bytes": n,
+        "output_bytes": output_bytes,
+        "ratio": output_bytes / n if n else None,
+        "bits_per_byte": 8 * output_bytes / n if n else None,
+        "compress_s": round(compress_s, 4),
+        "decompress_s": None if decompress_s is None else round(decompress_s, 4),
+        "exact": exact,
+        **extra,
+    }
+
+
+def classic(corpus) -> list[dict]:
+    rows = []
+    for name, (comp, decomp) in CLASSIC.items():
+        t0 = time.perf_counter()
+        blob = comp(corpus.data)
+        t1 = time.perf_counter()
+        back = decomp(blob)
+        t2 = time.perf_counter()
+        rows.append(row(corpus, name, len(blob), t1 - t0, t2 - t1, back == corpus.data))
+    return rows
+
+
+def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dict:
+    report: list = []
+    t0 = time.perf_counter()
+    blob = codec.compress(corpus.data, lm, settings, report=report)
+    t1 = time.perf_counter()
+    back = codec.decompress(blob, lm)
+    t2 = time.perf_counter()
+    r = report[0]
+    steps = sorted(r.steps)
+    return row(
+        corpus, label, len(blob), t1 - t0, t2 - t1, back == corpus.data,
+        windows=r.windows, vectors=r.vectors, fallbacks=r.fallback_windows,
+        steps_median=statistics.median(steps) if steps else None,
+        steps_p90=steps[min(len(steps) - 1, int(0.9 * len(steps)))] if steps else None,
+        settings={"window": settings.window, **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
+    )

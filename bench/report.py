@@ -1,0 +1,127 @@
+"""Writing benchmark results: summary.json, a Markdown table and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def machine() -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    import transformers
+
+    info["transformers"] = transformers.__version__
+    return info
+
+
+def _fmt(value, digits=3):
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "**NO**"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [f"# memzip benchmark\n", f"Machine: `{json.dumps(summary['machine'])}`\n", f"Command: `{summary['command']}`\n"]
+    if summary.get("rows"):
+        lines += [
+            "## Compression\n",
+            "| corpus | method | input B | output B | ratio | bits/byte | compress s | decompress s | exact | windows (vectors/raw) | steps median / p90 |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+        ]
+        for r in summary["rows"]:
+            windows = f"{r['windows']} ({r['vectors']}/{r['fallbacks']})" if "windows" in r else ""
+            steps = f"{_fmt(r['steps_median'], 1)} / {_fmt(r['steps_p90'])}" if "steps_median" in r else ""
+            lines.append(
+                f"| {r['corpus']} | {r['method']} | {r['input_bytes']} | {r['output_bytes']} | {_fmt(r['ratio'])} | "
+                f"{_fmt(r['bits_per_byte'])} | {_fmt(r['compress_s'], 2)} | {_fmt(r['decompress_s'], 2)} | "
+                f"{_fmt(r['exact'])} | {windows} | {steps} |"
+            )
+        lines.append("")
+    if summary.get("paper"):
+        lines += [
+            "## Paper reproduction (one full bf16 vector per chunk)\n",
+            "| model | chunk chars | tokens (mean) | token accuracy | exact / chunks | steps (converged, mean) | steps (all, mean) | budget | batch steps/s | window steps/s | wall s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for p in summary["paper"]:
+            lines.append(
+                f"| {p['model']} | {p['chunk_chars']} | {_fmt(p['tokens_mean'], 1)} | {_fmt(p['token_accuracy'])} | "
+                f"{p['exact']} / {p['chunks']} | {_fmt(p['steps_mean_converged'], 1)} | {_fmt(p['steps_mean_all'], 1)} | "
+                f"{p['step_budget']} | {_fmt(p['batch_steps_per_s'], 2)} | {_fmt(p['window_steps_per_s'], 1)} | {_fmt(p['wall_s'], 0)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plots(summary: dict, out: Path) -> list[Path]:
+    """PNG plots; needs matplotlib (installed by `make bench`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rows = summary.get("rows") or []
+    corpora = sorted({r["corpus"] for r in rows})
+    if rows:
+        fig, axes = plt.subplots(1, len(corpora), figsize=(5 * len(corpora), 4), squeeze=False)
+        for ax, corpus in zip(axes[0], corpora):
+            sub = [r for r in rows if r["corpus"] == corpus and r["ratio"] is not None]
+            ax.barh([r["method"] for r in sub], [r["bits_per_byte"] for r in sub], color="tab:blue")
+            ax.set_xscale("log")
+            ax.set_xlabel("bits per byte (log scale; lower is better)")
+            ax.set_title(corpus, fontsize=9)
+        fig.tight_layout()
+        path = out / "compression.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    paper = summary.get("paper") or []
+    if paper:
+        fig, (acc, steps) = plt.subplots(1, 2, figsize=(10, 4))
+        for model in sorted({p["model"] for p in paper}):
+            sub = sorted((p for p in paper if p["model"] == model), key=lambda p: p["chunk_chars"])
+            x = [p["chunk_chars"] for p in sub]
+            acc.plot(x, [p["token_accuracy"] for p in sub], marker="o", label=f"{model} token accuracy")
+            acc.plot(x, [p["exact"] / p["chunks"] for p in sub], marker="x", linestyle="--", label=f"{model} exact fraction")
+            steps.plot(x, [p["steps_mean_all"] for p in sub], marker="o", label=f"{model} (all chunks, budget-capped)")
+        for ax in (acc, steps):
+            ax.set_xscale("log")
+            ax.set_xlabel("chunk length (characters)")
+            ax.legend(fontsize=7)
+        acc.set_ylabel("fraction")
+        acc.set_ylim(0, 1.05)
+        steps.set_ylabel("optimizer steps per chunk")
+        fig.tight_layout()
+        path = out / "paper.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def write(summary: dict, out: Path, with_plots: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=False) + "\n")
+    (out / "summary.md").write_text(summary_markdown(summary))
+    written = [out / "summary.json", out / "summary.md"]
+    if with_plots:
+        written += plots(summary, out)
+    return written

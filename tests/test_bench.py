@@ -1,0 +1,34 @@
+"""The benchmark's quick mode runs in the suite, so the benchmark code cannot rot."""
+
+import json
+
+from bench import corpora
+from bench.__main__ import parse_variant, run
+from memzip import CompressSettings, OptimizerSettings
+
+
+def test_quick_bench_on_the_tiny_model(lm, tmp_path):
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=20, lr=0.1))
+    paper_settings = {30: OptimizerSettings(steps=10, lr=0.1, batch=20)}
+    summary = run(lm, corpora.quick(), [("memzip", settings)], [30], paper_settings, tmp_path, "test", say=lambda _: None)
+    rows = summary["rows"]
+    methods = {r["method"] for r in rows}
+    assert {"gzip -9", "bzip2 -9", "xz -9e", "zstd -19", "memzip"} <= methods
+    assert any(m.startswith("model limit (4-token") for m in methods)
+    assert any(m.startswith("model limit (512-token") for m in methods)
+    assert all(r["exact"] for r in rows if r["exact"] is not None)
+    mz = next(r for r in rows if r["method"] == "memzip")
+    assert mz["windows"] == mz["vectors"] + mz["fallbacks"] and mz["input_bytes"] == len(corpora.quick()[0].data)
+    limit = next(r for r in rows if r["method"].startswith("model limit (4"))
+    assert limit["bits"] > 0 and limit["output_bytes"] * 8 >= limit["bits"]
+    (p,) = summary["paper"]
+    assert p["chunk_chars"] == 30 and 0 <= p["token_accuracy"] <= 1 and 0 <= p["exact"] <= p["chunks"]
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written["rows"] == rows and "machine" in written
+    assert "| memzip |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "compression.png").stat().st_size > 1000 and (tmp_path / "paper.png").stat().st_size > 1000
+
+
+def test_variant_parsing():
+    label, s = parse_variant("w32:window=32,steps=400,lr=0.02")
+    assert label == "memzip w32" and s.window == 32 and s.optimizer.steps == 400 and s.optimizer.lr == 0.02
