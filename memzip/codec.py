@@ -1,8 +1,9 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
-compress: segment -> optimize one vector per window -> verify -> container -> replay the whole
-container through decompress() itself; any window that does not come back exactly is demoted to the
-raw fallback and the check runs again, so a file is only ever written once it is proven to decode.
+compress: segment -> optimize one vector per window -> verify -> container -> read the container back
+and replay it with the decompressor's own functions (_replay, _assemble); any window that does not
+come back exactly is demoted to the raw fallback and the check runs again, so compress() only returns
+a container that is proven to decode to the input.
 """
 
 from __future__ import annotations
@@ -90,11 +91,16 @@ def compress(
         "settings": asdict(settings.optimizer),
     }
     demoted = 0
-    while True:
+    while True:  # prove the file with the decompressor's own replay and assembly before returning it
         blob = container.write(_build(header, segments, vector_of, lm.hidden_size))
-        bad = _failing_windows(blob, lm, segments, vector_of, progress)
-        if not bad:
+        c = container.read(blob)
+        tokens = _replay(c, lm, progress, "verifying the container")
+        if _assemble(c, lm, tokens) == data:
             break
+        stored = [s for s in segments if id(s) in vector_of]
+        bad = [s for s, t in zip(stored, tokens) if t != list(s.tokens)]
+        if not bad:
+            raise IntegrityError("internal error: the container does not reproduce the input")
         for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
             del vector_of[id(s)]
         demoted += len(bad)
@@ -123,17 +129,12 @@ def _build(header: dict, segments: list[Segment], vector_of: dict, hidden: int) 
     return Container(dict(header), table, stacked, bytes(raw))
 
 
-def _failing_windows(blob: bytes, lm: LanguageModel, segments: list[Segment], vector_of: dict, progress) -> list:
-    """Segments stored as vectors in ``blob`` that the decompressor's replay does not reproduce."""
-    decoded = _replay(container.read(blob), lm, progress)
-    stored = [s for s in segments if id(s) in vector_of]
-    return [s for s, tokens in zip(stored, decoded) if tokens != list(s.tokens)]
-
-
-def _replay(c: Container, lm: LanguageModel, progress: Progress) -> list[list[int]]:
+def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: str) -> list[list[int]]:
     """Greedy-decode every window of a container, batched as its header says."""
     lengths = [n for kind, n in c.segments if kind == KIND_WINDOW]
-    progress.phase("decoding memory vectors", len(lengths))
+    if not lengths:
+        return []
+    progress.phase(what, len(lengths))
     h = c.header
     tokens = greedy_decode(lm, c.vectors, lengths, h["decode_batch"], h["prefix_id"], on_batch=progress.update)
     progress.done()
@@ -166,11 +167,15 @@ def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: 
     """
     progress = progress or Progress()
     c = container.read(blob)
-    tokens: list[list[int]] = []
-    lm = None
-    if c.window_count:
-        lm = _model_for(c, model, progress)
-        tokens = _replay(c, lm, progress)
+    lm = _model_for(c, model, progress) if c.window_count else None
+    out = _assemble(c, lm, _replay(c, lm, progress, "decoding memory vectors"))
+    if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
+        raise IntegrityError("decoded data does not match the original checksum; nothing written")
+    return out
+
+
+def _assemble(c: Container, lm: LanguageModel | None, tokens: list[list[int]]) -> bytes:
+    """The file's bytes: decoded windows and raw spans in table order."""
     out = bytearray()
     raw_pos, next_window = 0, iter(tokens)
     for kind, length in c.segments:
@@ -179,6 +184,4 @@ def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: 
         else:
             out += c.fallback[raw_pos : raw_pos + length]
             raw_pos += length
-    if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
-        raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return bytes(out)

@@ -115,3 +115,28 @@ def test_window_lengths_are_stored(lm):
     c = container.read(compress(data, lm, QUICK))
     lengths = [n for kind, n in c.segments if kind == KIND_WINDOW]
     assert lengths and all(1 <= n <= QUICK.window for n in lengths)
+
+
+def test_window_that_fails_the_final_replay_is_demoted_to_raw(lm, monkeypatch):
+    """A window that passed its own verification but decodes differently in the container's replay
+    (e.g. other batching numerics) must end up raw, and the file must still round-trip."""
+    import memzip.codec as codec
+
+    real = codec.greedy_decode
+    corrupted = []
+
+    def flaky(lm_, vectors, lengths, batch_size, prefix_id, on_batch=None):
+        out = real(lm_, vectors, lengths, batch_size, prefix_id, on_batch)
+        if on_batch is not None and not corrupted:  # only the container replay passes on_batch
+            out[0] = [(out[0][0] + 1) % len(lm_.tokenizer)] + out[0][1:]
+            corrupted.append(True)
+        return out
+
+    monkeypatch.setattr(codec, "greedy_decode", flaky)
+    data = b"The quick brown fox jumps over the lazy dog."
+    report = []
+    blob = compress(data, lm, QUICK, report=report)
+    assert corrupted and report[0].demoted_by_final_check == 1
+    assert container.read(blob).window_count == report[0].vectors
+    monkeypatch.setattr(codec, "greedy_decode", real)
+    assert decompress(blob, lm) == data
