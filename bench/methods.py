@@ -56,11 +56,10 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
     back = codec.decompress(blob, lm)
     t2 = time.perf_counter()
     r = report[0]
-    steps = sorted(r.steps)
     return row(
         corpus, label, len(blob), t1 - t0, t2 - t1, back == corpus.data,
         windows=r.windows, vectors=r.vectors, fallbacks=r.fallback_windows,
-        steps_median=statistics.median(steps) if steps else None,
-        steps_p90=steps[min(len(steps) - 1, int(0.9 * len(steps)))] if steps else None,
+        steps_median=statistics.median(r.steps) if r.steps else None,
+        steps_p90=r.stats()["steps_p90"],
         settings={"window": settings.window, **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
     )

@@ -195,8 +195,8 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
     if args.command == "c":
         r = report[0]
         ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
-        steps = sorted(r.steps)
-        step_note = f", steps median {steps[len(steps) // 2]} p90 {steps[(len(steps) * 9) // 10]}" if steps else ""
+        st = r.stats()
+        step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {r.vectors} vectors, "
             f"{r.fallback_windows} raw{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
@@ -211,6 +211,7 @@ def _info(path: str) -> None:
     blob = _read_input(path)
     c = container.read(blob)
     h = c.header
+    st = h["stats"]
     raw_bytes = len(c.fallback)
     lines = [
         f"file:            {path}",
@@ -220,8 +221,10 @@ def _info(path: str) -> None:
         f"original:        {h['original_size']} bytes (sha256 {h['original_sha256'][:16]}...)",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
-        f"windows:         {c.window_count} as vectors ({h['window']} tokens max each), "
-        f"{raw_bytes} bytes in {len(c.segments) - c.window_count} raw spans",
+        f"windows:         {st.get('windows', '?')} of up to {h['window']} tokens: {c.window_count} as vectors, "
+        f"{st.get('fallback_windows', '?')} in the fallback",
+        f"raw bytes:       {raw_bytes} in {len(c.segments) - c.window_count} spans (zstd: {c.sizes['fallback']} B)",
+        f"optimizer steps: median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)",
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
         f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
     ]

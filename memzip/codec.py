@@ -32,6 +32,12 @@ class CompressSettings:
     optimizer: OptimizerSettings = OptimizerSettings()
 
 
+def percentile(values: list, q: float):
+    """The value at quantile ``q`` (nearest rank, lower) of ``values``; None when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
 @dataclass
 class CompressReport:
     """What happened to each window: for `memzip c` output, the API and the benchmarks."""
@@ -41,6 +47,17 @@ class CompressReport:
     fallback_windows: int
     steps: list[int]  # optimizer steps of each window that became a vector
     demoted_by_final_check: int
+
+    def stats(self) -> dict:
+        """The summary recorded in the container header (informative)."""
+        return {
+            "windows": self.windows,
+            "vector_windows": self.vectors,
+            "fallback_windows": self.fallback_windows,
+            "demoted_by_final_check": self.demoted_by_final_check,
+            "steps_median": percentile(self.steps, 0.5),
+            "steps_p90": percentile(self.steps, 0.9),
+        }
 
 
 def _model(model, device=None, progress: Progress | None = None) -> LanguageModel:
@@ -92,7 +109,9 @@ def compress(
     }
     demoted = 0
     while True:  # prove the file with the decompressor's own replay and assembly before returning it
-        blob = container.write(_build(header, segments, vector_of, lm.hidden_size))
+        steps = [r.steps for r in vector_of.values()]
+        summary = CompressReport(len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted)
+        blob = container.write(_build({**header, "stats": summary.stats()}, segments, vector_of, lm.hidden_size))
         c = container.read(blob)
         tokens = _replay(c, lm, progress, "verifying the container")
         if _assemble(c, lm, tokens) == data:
@@ -105,8 +124,7 @@ def compress(
             del vector_of[id(s)]
         demoted += len(bad)
     if report is not None:
-        steps = [r.steps for r in vector_of.values()]
-        report.append(CompressReport(len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted))
+        report.append(summary)
     return blob
 
 

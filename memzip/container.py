@@ -41,6 +41,7 @@ HEADER_KEYS = {
     "original_size": int,
     "original_sha256": str,
     "settings": dict,
+    "stats": dict,
 }
 
 

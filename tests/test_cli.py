@@ -93,6 +93,7 @@ def test_info_describes_the_file(tiny_model_dir, text_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert os.path.abspath(tiny_model_dir) in out
     assert f"{len(text_file.read_bytes())} bytes" in out and "ratio" in out and "as vectors" in out
+    assert "in the fallback" in out and "optimizer steps: median" in out
 
 
 def test_console_script_in_a_subprocess(tiny_model_dir, text_file, tmp_path):

@@ -28,6 +28,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "original_size": 100,
         "original_sha256": hashlib.sha256(original).hexdigest(),
         "settings": {"lr": 0.01},
+        "stats": {"windows": 2},
     }
     torch.manual_seed(0)
     vectors = torch.randn(n, HIDDEN).to(torch.bfloat16)
