@@ -49,6 +49,7 @@ def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, comma
     for corpus in corpus_list:
         say(f"bench: compression on {corpus.name} ({len(corpus.data)} bytes)")
         summary["rows"] += compression_rows(lm, corpus, variants, window)
+        report.write(summary, out, with_plots=False)  # keep what is done if a long run is stopped
     paper_corpus = corpora.paper()
     text = paper_corpus.data.decode("utf-8") if paper_corpus else corpora.QUICK_TEXT.decode() * 4
     for name, model in [(lm.model_id, lm), *paper_models]:
@@ -56,6 +57,7 @@ def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, comma
             settings = paper_settings.get(size, OptimizerSettings())
             say(f"bench: paper reproduction, {name}, {size}-character chunks, budget {settings.steps} steps")
             summary["paper"].append(paper.reproduce(model, name, text, size, settings))
+            report.write(summary, out, with_plots=False)
     report.write(summary, out, with_plots=plots)
     return summary
 
