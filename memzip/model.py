@@ -117,6 +117,21 @@ class LanguageModel:
         """Input embeddings of token ids, exactly as the model would compute them itself."""
         return self.model.get_input_embeddings()(ids)
 
+    def mean_embedding(self):
+        """Mean input embedding over the vocabulary, as the model computes embeddings (so models that
+        scale inside their embedding module, like Gemma, are handled); computed once, in chunks."""
+        if getattr(self, "_mean_embedding", None) is None:
+            import torch
+
+            vocab = self.model.get_input_embeddings().weight.shape[0]
+            with torch.no_grad():
+                total = sum(
+                    self.embed(torch.arange(i, min(i + 8192, vocab), device=self.device)).double().sum(dim=0)
+                    for i in range(0, vocab, 8192)
+                )
+            self._mean_embedding = (total / vocab).float()
+        return self._mean_embedding
+
 
 def fingerprint(model, tokenizer) -> str:
     import torch
@@ -155,7 +170,7 @@ def packaged_model_dir(model_id: str, progress=print) -> Path:
             digest.update(block)
     if digest.hexdigest() != spec.gguf_sha256:
         raise ModelLoadError(f"{gguf} does not have the expected sha256 {spec.gguf_sha256}; reinstall: {spec.install}")
-    progress(f"memzip: caching {model_id} as safetensors in {target} (once, ~20 s)")
+    progress(f"memzip: caching {model_id} as safetensors in {target} (once; 20-90 s)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

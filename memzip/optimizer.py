@@ -82,7 +82,7 @@ class _Window:
 
 def initial_vector(lm) -> torch.Tensor:
     """Start every window from the mean input embedding (a point inside the embedding cloud)."""
-    return lm.model.get_input_embeddings().weight.detach().float().mean(dim=0)
+    return lm.mean_embedding().clone()
 
 
 def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
