@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from memzip.decoder import greedy_decode
+from memzip.decoder import reproduces
 from memzip.optimizer import OptimizerSettings, optimize_windows, teacher_forced
 
 
@@ -32,8 +32,7 @@ def reproduce(lm, model_name: str, text: str, size: int, settings: OptimizerSett
     windows = [lm.tokenizer(p, add_special_tokens=False)["input_ids"] for p in pieces]
 
     def verify(vectors, tokens):
-        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], 64, lm.prefix_id)
-        return [d == t for d, t in zip(decoded, tokens)]
+        return reproduces(lm, vectors, tokens, settings.margin, 64)
 
     total_steps = [0]
     t0 = time.perf_counter()

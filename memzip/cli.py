@@ -1,7 +1,10 @@
 """The `memzip` command: c (compress), x (extract), info -- in the gzip/zstd tradition.
 
 Inputs are kept; outputs are written to a temporary file beside the target and renamed into place
-only when complete and verified, so an error or an interrupt never leaves a partial output.
+only when complete and verified, so an error or an interrupt never leaves a partial output. While
+`memzip c` works, finished windows are journaled in FILE.mz.part; a run that is interrupted or killed
+is resumed from there by the next `memzip c` of the same file, and the journal is deleted only after
+the output is in place.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from . import __version__
 from .errors import MemzipError
 
 SUFFIX = ".mz"
+JOURNAL_SUFFIX = ".part"  # FILE.mz.part: finished windows of an unfinished compression (memzip/journal.py)
 
 
 class UsageError(MemzipError):
@@ -49,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
     c.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
-    c.add_argument("--margin", type=float, default=d.margin, help=f"required logit margin (default {d.margin})")
+    c.add_argument("--margin", type=float, default=d.margin,
+                   help=f"required lead of each replayed token's logit over the runner-up (default {d.margin})")
 
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
@@ -63,7 +68,13 @@ def _rich_progress(quiet: bool):
     from .progress import Progress
 
     if quiet or not sys.stderr.isatty():
-        return Progress(), (lambda text: None if quiet else print(text, file=sys.stderr))
+        say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
+
+        class PlainProgress(Progress):  # no bars off a terminal, but messages still reach the user
+            def message(self, text):
+                say(text)
+
+        return PlainProgress(), say
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -182,21 +193,27 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
     started = time.monotonic()
     if args.command == "c":
         report: list = []
-        out = codec.compress(data, lm_cache["lm"], _settings(args), progress, report)
+        journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
+        out = codec.compress(data, lm_cache["lm"], _settings(args), progress, report, journal_path=journal)
     else:
-        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress)
+        warn = (lambda text: None) if args.quiet else (lambda text: say(f"memzip: warning: {text}"))
+        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress, warn=warn)
     elapsed = time.monotonic() - started
     if target is None:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
     else:
         _write_atomically(target, out, args.force, path)
+    if args.command == "c" and journal is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(journal)  # only now: the output is safely in place
     name = "stdin" if path == "-" else path
     if args.command == "c":
         r = report[0]
         ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
         st = r.stats()
         step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
+        step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {r.vectors} vectors, "
             f"{r.fallback_windows} raw{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
@@ -227,6 +244,7 @@ def _info(path: str) -> None:
         f"optimizer steps: median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)",
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
         f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
+        f"written with:    " + ", ".join(f"{k} {v}" for k, v in h["environment"].items()),
     ]
     print("\n".join(lines))
 

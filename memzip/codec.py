@@ -9,14 +9,16 @@ a container that is proven to decode to the input.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 
 from . import __version__, container
 from .container import KIND_RAW, KIND_WINDOW, Container
-from .decoder import STORED_DTYPE, greedy_decode
+from .decoder import STORED_DTYPE, greedy_decode, reproduces
 from .errors import IntegrityError, ModelLoadError, ModelMismatchError
+from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import OptimizerSettings, WindowResult, optimize_windows
 from .progress import Progress
@@ -24,6 +26,11 @@ from .windows import Segment, detokenize, segment
 
 DEFAULT_WINDOW = 16
 DECODE_BATCH = 64
+
+
+def decode_batch_for(window: int) -> int:
+    """Rows replayed together: DECODE_BATCH, fewer for long windows (the format bounds batch x window)."""
+    return max(1, min(DECODE_BATCH, container.MAX_TOKENS_IN_FLIGHT // window))
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,7 @@ class CompressReport:
     fallback_windows: int
     steps: list[int]  # optimizer steps of each window that became a vector
     demoted_by_final_check: int
+    resumed: int = 0  # windows taken from the journal of an interrupted run
 
     def stats(self) -> dict:
         """The summary recorded in the container header (informative)."""
@@ -67,33 +75,69 @@ def _model(model, device=None, progress: Progress | None = None) -> LanguageMode
     return load_model(model, device=device, progress=say)
 
 
+def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings) -> dict:
+    """What a journal must match to be resumed: the same input, model weights and settings."""
+    return {
+        "input_size": len(data),
+        "input_sha256": hashlib.sha256(data).hexdigest(),
+        "model_fingerprint": lm.fingerprint,
+        "window": settings.window,
+        "optimizer": asdict(settings.optimizer),
+    }
+
+
 def compress(
     data: bytes,
     model: LanguageModel | str | None = None,
     settings: CompressSettings = CompressSettings(),
     progress: Progress | None = None,
     report: list | None = None,
+    journal_path: str | None = None,
 ) -> bytes:
     """Compress ``data``; ``model`` is a loaded LanguageModel, a model ID/path, or None for the default.
 
-    If ``report`` is a list, a CompressReport is appended to it.
+    If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, finished windows
+    are journaled there as they complete and a journal left by an interrupted run on the same input,
+    model and settings is resumed; the caller deletes the journal once it has stored the result.
     """
+    if not 1 <= settings.window <= container.MAX_WINDOW_TOKENS:
+        raise ValueError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     progress = progress or Progress()
     lm = _model(model, progress=progress)
     segments = segment(data, lm.tokenizer, settings.window)
     windows = [s for s in segments if s.is_window]
+    decode_batch = decode_batch_for(settings.window)
+    journal = Journal(journal_path, journal_identity(data, lm, settings), lm.hidden_size) if journal_path else None
+    done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
+    if journal is not None:
+        if journal.discarded_stale:
+            progress.message(f"{journal_path}: left by a run on other input or settings; starting over")
+        if done:
+            progress.message(f"resuming: {len(done)} of {len(windows)} windows already done ({journal_path})")
+        journal.open()
+    todo = [i for i in range(len(windows)) if i not in done]
     progress.phase("optimizing memory vectors", len(windows))
 
     def verify(vectors: torch.Tensor, tokens: list[list[int]]) -> list[bool]:
-        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], DECODE_BATCH, lm.prefix_id)
-        return [d == t for d, t in zip(decoded, tokens)]
+        return reproduces(lm, vectors, tokens, settings.optimizer.margin, decode_batch)
 
     def on_step(finished: int, steps: int) -> None:
-        progress.update(finished, f"{steps} steps")
+        progress.update(len(done) + finished, f"{steps} steps")
 
-    results = optimize_windows(lm, [list(s.tokens) for s in windows], settings.optimizer, verify, on_step)
+    def on_result(j: int, result: WindowResult) -> None:
+        if journal is not None:
+            journal.record(todo[j], result)
+
+    try:
+        fresh = optimize_windows(
+            lm, [list(windows[i].tokens) for i in todo], settings.optimizer, verify, on_step, on_result
+        )
+    finally:
+        if journal is not None:
+            journal.close()
     progress.done()
-    vector_of = {id(s): r for s, r in zip(windows, results) if r.vector is not None}
+    results = {**done, **dict(zip(todo, fresh))}
+    vector_of = {id(s): results[i] for i, s in enumerate(windows) if results[i].vector is not None}
     header = {
         "memzip_version": __version__,
         "model_id": lm.model_id,
@@ -104,13 +148,14 @@ def compress(
         "vector_dtype": container.VECTOR_DTYPE,
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
-        "decode_batch": DECODE_BATCH,
+        "decode_batch": decode_batch,
         "settings": asdict(settings.optimizer),
+        "environment": lm.environment(),
     }
     demoted = 0
     while True:  # prove the file with the decompressor's own replay and assembly before returning it
         steps = [r.steps for r in vector_of.values()]
-        summary = CompressReport(len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted)
+        summary = CompressReport(len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted, len(done))
         blob = container.write(_build({**header, "stats": summary.stats()}, segments, vector_of, lm.hidden_size))
         c = container.read(blob)
         tokens = _replay(c, lm, progress, "verifying the container")
@@ -178,14 +223,31 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
     return lm
 
 
-def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None) -> bytes:
+def environment_differences(recorded: dict, current: dict) -> list[str]:
+    """'key: recorded -> current' for every replay-relevant setting that differs."""
+    return [f"{k} {recorded[k]} -> {current.get(k)}" for k in recorded if recorded[k] != current.get(k)]
+
+
+def decompress(
+    blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None, warn=None
+) -> bytes:
     """Restore the original bytes, or raise: never returns data that fails the recorded checksum.
 
     ``model`` overrides where the model comes from (its fingerprint must still match the file).
+    ``warn(text)`` hears about a decoding environment that differs from the compressing one (default:
+    ``warnings.warn``); the checksum still decides whether the result is right.
     """
     progress = progress or Progress()
     c = container.read(blob)
     lm = _model_for(c, model, progress) if c.window_count else None
+    if lm is not None:
+        diff = environment_differences(c.header["environment"], lm.environment())
+        if diff:
+            text = (
+                "decoding environment differs from the one that wrote the file (" + ", ".join(diff)
+                + "); the checksum will tell whether the replay is still exact"
+            )
+            (warn or (lambda t: warnings.warn(t, stacklevel=2)))(text)
     out = _assemble(c, lm, _replay(c, lm, progress, "decoding memory vectors"))
     if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")

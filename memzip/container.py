@@ -18,11 +18,20 @@ import zstandard
 from .errors import ContainerError
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 VECTOR_DTYPE = "bfloat16"
 KIND_WINDOW, KIND_RAW = 0, 1
-MAX_WINDOW_TOKENS = 1 << 16  # a window longer than this is not something memzip writes
 ZSTD_LEVEL = 19
+
+# Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
+# the decoder allocates is then bounded by the real size of the file: every window costs a stored
+# vector (hidden_size x 2 bytes), and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
+MAX_HEADER_BYTES = 1 << 16  # a real header is well under 1 KB
+MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the decoder's KV cache per row
+MAX_DECODE_BATCH = 256  # rows decoded together
+MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
+ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
+ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device")
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 _SECTION_LEN = struct.Struct("<Q")
@@ -42,6 +51,7 @@ HEADER_KEYS = {
     "original_sha256": str,
     "settings": dict,
     "stats": dict,
+    "environment": dict,
 }
 
 
@@ -71,9 +81,14 @@ def _validate_header(header: dict) -> None:
     for key in ("prefix_id", "original_size"):
         if header[key] < 0:
             raise ContainerError(f"header field {key!r} is negative")
-    for key in ("hidden_size", "window", "decode_batch"):
-        if header[key] < 1:
-            raise ContainerError(f"header field {key!r} must be positive")
+    for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS), ("decode_batch", MAX_DECODE_BATCH)):
+        if not 1 <= header[key] <= ceiling:
+            raise ContainerError(f"header field {key!r} is out of range (1..{ceiling})")
+    if header["decode_batch"] * header["window"] > MAX_TOKENS_IN_FLIGHT:
+        raise ContainerError(f"decode_batch x window exceeds {MAX_TOKENS_IN_FLIGHT} tokens")
+    env = header["environment"]
+    if set(env) != set(ENVIRONMENT_KEYS) or not all(isinstance(v, str) for v in env.values()):
+        raise ContainerError(f"header field 'environment' must hold exactly the strings {list(ENVIRONMENT_KEYS)}")
     for key in ("model_fingerprint", "original_sha256"):
         value = header[key]
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
@@ -121,29 +136,36 @@ class _Reader:
 
 def read(blob: bytes) -> Container:
     """Parse and check a container; any inconsistency raises ContainerError."""
+    if not blob:
+        raise ContainerError("empty file, not a memzip file")
     if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
         raise ContainerError("not a memzip file (bad magic)")
     if len(blob) < _PREAMBLE.size + _TRAILER_LEN:
         raise ContainerError("truncated file")
     _, version, header_len = _PREAMBLE.unpack_from(blob)
     if version != FORMAT_VERSION:
-        raise ContainerError(f"format version {version} is not supported (this memzip reads version {FORMAT_VERSION})")
+        newer = " (written by a newer memzip; upgrade to read it)" if version > FORMAT_VERSION else ""
+        raise ContainerError(
+            f"format version {version} is not supported{newer}; this memzip reads version {FORMAT_VERSION}"
+        )
     body, trailer = blob[:-_TRAILER_LEN], blob[-_TRAILER_LEN:]
     if hashlib.sha256(body).digest() != trailer:
         raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
     r = _Reader(body)
     r.pos = _PREAMBLE.size
+    if header_len > MAX_HEADER_BYTES:
+        raise ContainerError(f"header claims {header_len} bytes (at most {MAX_HEADER_BYTES})")
     try:
         header = json.loads(r.take(header_len, "header").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContainerError(f"header is not valid JSON ({exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
     _validate_header(header)
     table, tensors, packed = r.section("segment table"), r.section("vectors"), r.section("fallback")
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
-    segments = _parse_segments(table)
+    segments = _parse_segments(table, header["window"])
     n_windows = sum(1 for kind, _ in segments if kind == KIND_WINDOW)
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
@@ -154,14 +176,14 @@ def read(blob: bytes) -> Container:
     return Container(header, segments, vectors, fallback, sizes)
 
 
-def _parse_segments(table: bytes) -> list[tuple[int, int]]:
+def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
     if len(table) % _SEGMENT.size:
         raise ContainerError("segment table has a partial entry")
     segments = []
     for kind, length in _SEGMENT.iter_unpack(table):
         if kind not in (KIND_WINDOW, KIND_RAW):
             raise ContainerError(f"unknown segment kind {kind}")
-        if length == 0 or (kind == KIND_WINDOW and length > MAX_WINDOW_TOKENS):
+        if length == 0 or (kind == KIND_WINDOW and length > window):
             raise ContainerError(f"segment length {length} is out of range")
         segments.append((kind, length))
     return segments
@@ -195,6 +217,8 @@ def _parse_fallback(packed: bytes, raw_total: int) -> bytes:
         if packed:
             raise ContainerError("fallback section present but no raw spans")
         return b""
+    if raw_total > len(packed) * ZSTD_MAX_EXPANSION:
+        raise ContainerError("raw spans claim more bytes than the fallback section can hold")
     try:
         params = zstandard.get_frame_parameters(packed)
         if params.content_size != raw_total:

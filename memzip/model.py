@@ -113,6 +113,19 @@ class LanguageModel:
     def hidden_size(self) -> int:
         return int(self.model.get_input_embeddings().weight.shape[1])
 
+    def environment(self) -> dict:
+        """What greedy replay depends on besides the weights; recorded in containers, compared on decode."""
+        import torch
+        import transformers
+
+        return {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "model_dtype": str(self.model.get_input_embeddings().weight.dtype).removeprefix("torch."),
+            "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
+            "device": self.device.type,
+        }
+
     def embed(self, ids):
         """Input embeddings of token ids, exactly as the model would compute them itself."""
         return self.model.get_input_embeddings()(ids)

@@ -29,6 +29,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "original_sha256": hashlib.sha256(original).hexdigest(),
         "settings": {"lr": 0.01},
         "stats": {"windows": 2},
+        "environment": {k: "x" for k in container.ENVIRONMENT_KEYS},
     }
     torch.manual_seed(0)
     vectors = torch.randn(n, HIDDEN).to(torch.bfloat16)
@@ -70,19 +71,28 @@ def test_every_truncation_is_an_error():
             container.read(blob[:n])
 
 
-def test_every_flipped_byte_is_an_error():
+def test_every_flipped_bit_is_an_error():
+    """Header, segment table, vectors, fallback and the checksum itself: every single-bit flip."""
     blob = container.write(make())
     for i in range(len(blob)):
-        bad = bytearray(blob)
-        bad[i] ^= 0x01
-        with pytest.raises(ContainerError):
-            container.read(bytes(bad))
+        for bit in range(8):
+            bad = bytearray(blob)
+            bad[i] ^= 1 << bit
+            with pytest.raises(ContainerError):
+                container.read(bytes(bad))
 
 
 def test_newer_version_is_named_in_the_error():
     blob = bytearray(container.write(make()))
-    struct.pack_into("<H", blob, 8, 2)
-    with pytest.raises(ContainerError, match="version 2"):
+    struct.pack_into("<H", blob, 8, container.FORMAT_VERSION + 1)
+    with pytest.raises(ContainerError, match=f"version {container.FORMAT_VERSION + 1} .*newer memzip"):
+        container.read(bytes(blob))
+
+
+def test_older_version_is_refused_by_number():
+    blob = bytearray(container.write(make()))
+    struct.pack_into("<H", blob, 8, 1)
+    with pytest.raises(ContainerError, match="version 1 is not supported"):
         container.read(bytes(blob))
 
 
@@ -114,6 +124,13 @@ def _with_header(mutate):
         lambda h: h.update(hidden_size=9),  # does not match the vectors
         lambda h: h.update(original_sha256="xyz"),
         lambda h: h.update(prefix_id=True),
+        lambda h: h.update(window=container.MAX_WINDOW_TOKENS + 1),
+        lambda h: h.update(decode_batch=container.MAX_DECODE_BATCH + 1),
+        lambda h: h.update(window=1024, decode_batch=64),  # too many tokens in flight for one batch
+        lambda h: h.update(window=2),  # shorter than a stored window (3 tokens)
+        lambda h: h["environment"].pop("torch"),
+        lambda h: h["environment"].update(torch=2),
+        lambda h: h.update(environment=[]),
     ],
 )
 def test_bad_headers_are_rejected_even_with_a_valid_trailer(mutate):
@@ -142,7 +159,7 @@ def _write_unchecked(c: Container) -> bytes:
 
     header = json.dumps(c.header).encode()
     table = b"".join(struct.pack("<BI", k, n) for k, n in c.segments)
-    parts = [container.MAGIC, struct.pack("<HI", 1, len(header)), header]
+    parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     for section in (table, save({"vectors": c.vectors}), zstandard.ZstdCompressor().compress(c.fallback) if c.fallback else b""):
         parts += [struct.pack("<Q", len(section)), section]
     return reseal(b"".join(parts))
@@ -161,6 +178,69 @@ def test_non_finite_vectors_are_rejected():
     c.vectors[0, 0] = float("nan")
     with pytest.raises(ContainerError, match="non-finite"):
         container.read(_write_unchecked(c))
+
+
+def _sections(blob: bytes) -> list[int]:
+    """Offsets of the u64 section-length fields (segment table, vectors, fallback)."""
+    (hlen,) = struct.unpack_from("<I", blob, 10)
+    offsets, pos = [], 14 + hlen
+    for _ in range(3):
+        offsets.append(pos)
+        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
+    return offsets
+
+
+@pytest.mark.parametrize("section", [0, 1, 2])
+def test_huge_section_lengths_are_errors_not_allocations(section):
+    blob = container.write(make())
+    bad = bytearray(blob[:-32])
+    struct.pack_into("<Q", bad, _sections(blob)[section], (1 << 64) - 1)
+    with pytest.raises(ContainerError, match="truncated|past the end"):
+        container.read(reseal(bytes(bad)))
+
+
+def test_huge_header_length_is_refused_before_reading():
+    blob = bytearray(container.write(make())[:-32])
+    struct.pack_into("<I", blob, 10, 0xFFFFFFFF)
+    with pytest.raises(ContainerError, match="header claims"):
+        container.read(reseal(bytes(blob)))
+
+
+def test_deeply_nested_header_json_is_a_clean_error():
+    blob = container.write(make())
+    nested = b"[" * 100_000 + b"]" * 100_000
+    bomb = blob[:10] + struct.pack("<I", len(nested)) + nested
+    with pytest.raises(ContainerError):
+        container.read(reseal(bomb + blob[14 + struct.unpack_from("<I", blob, 10)[0]:-32]))
+
+
+def test_raw_spans_claiming_more_than_zstd_can_expand_are_refused():
+    c = make(segments=((KIND_RAW, 0xFFFFFFFF), (KIND_RAW, 0xFFFFFFFF)), fallback=b"tiny")
+    c.header["original_size"] = 1 << 40
+    c.vectors = torch.zeros((0, HIDDEN), dtype=torch.bfloat16)
+    with pytest.raises(ContainerError, match="more bytes than the fallback"):
+        container.read(_write_unchecked(c))
+
+
+def test_decompression_bomb_beyond_the_declared_size_is_refused():
+    """A fallback frame that expands past what the segment table declares is cut off, not inflated."""
+    import zstandard
+
+    c = make(segments=((KIND_RAW, 10),), fallback=b"")
+    c.vectors = torch.zeros((0, HIDDEN), dtype=torch.bfloat16)
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
+    header = json.dumps(c.header).encode()
+    parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
+    for section in (struct.pack("<BI", KIND_RAW, 10), save_vectors(c.vectors), bomb):
+        parts += [struct.pack("<Q", len(section)), section]
+    with pytest.raises(ContainerError, match="fallback"):
+        container.read(reseal(b"".join(parts)))
+
+
+def save_vectors(vectors):
+    from safetensors.torch import save
+
+    return save({"vectors": vectors})
 
 
 @settings(max_examples=300, deadline=None)

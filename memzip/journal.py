@@ -1,0 +1,112 @@
+"""Resumable compression: a journal of finished windows kept beside the output until it is complete.
+
+Optimizing a window is the expensive part of compression (minutes for a large file), so every window
+is appended to the journal the moment it is finished -- verified vector or given up -- and flushed to
+disk. A compression that is interrupted, killed or crashes leaves the journal behind; the next run on
+the same input, model and settings skips the windows it holds. Nothing in the journal is trusted
+blindly: the final container is still replayed through the decompressor before it is written.
+
+Layout: one line ``MZJ1 <identity JSON>\\n``, then records of ``<u32 index, u32 steps, u8 has_vector,
+[hidden_size x bf16], u32 CRC-32 of the record>``. A torn last record (the process died mid-write)
+fails its CRC and is dropped, along with anything after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import torch
+
+from .decoder import STORED_DTYPE
+from .optimizer import WindowResult
+
+MAGIC = b"MZJ1 "
+_RECORD = struct.Struct("<IIB")
+_CRC = struct.Struct("<I")
+
+
+class Journal:
+    """Finished windows of one compression, identified by input, model and settings."""
+
+    def __init__(self, path: str | os.PathLike, identity: dict, hidden_size: int):
+        self.path = Path(path)
+        self.identity = json.loads(json.dumps(identity, sort_keys=True))  # as it reads back from disk
+        self.hidden = hidden_size
+        self.done: dict[int, WindowResult] = {}
+        self.discarded_stale = False  # a journal for another input/model/settings was replaced
+        self._file = None
+        self._load()
+
+    @property
+    def _vector_bytes(self) -> int:
+        return self.hidden * 2
+
+    def _load(self) -> None:
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        line, sep, rest = blob.partition(b"\n")
+        try:
+            same = sep and line.startswith(MAGIC) and json.loads(line[len(MAGIC):]) == self.identity
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            same = False
+        if not same:
+            self.discarded_stale = True
+            return
+        pos = 0
+        while pos + _RECORD.size <= len(rest):
+            index, steps, has_vector = _RECORD.unpack_from(rest, pos)
+            end = pos + _RECORD.size + (self._vector_bytes if has_vector == 1 else 0)
+            if has_vector not in (0, 1) or end + _CRC.size > len(rest):
+                break
+            (crc,) = _CRC.unpack_from(rest, end)
+            if crc != zlib.crc32(rest[pos:end]):
+                break
+            vector = None
+            if has_vector:
+                raw = bytearray(rest[pos + _RECORD.size : end])
+                vector = torch.frombuffer(raw, dtype=STORED_DTYPE).clone()
+                if not torch.isfinite(vector).all():
+                    break
+            self.done[index] = WindowResult(vector, steps, last=vector)
+            pos = end + _CRC.size
+        self._valid_length = len(line) + 1 + pos
+
+    def open(self) -> None:
+        """Start appending (rewriting the file when it was absent, stale or ends in a torn record)."""
+        if self.done or (self.path.exists() and not self.discarded_stale):
+            self._file = open(self.path, "r+b")
+            self._file.truncate(self._valid_length)
+            self._file.seek(self._valid_length)
+        else:
+            self._file = open(self.path, "wb")
+            self._file.write(MAGIC + json.dumps(self.identity, sort_keys=True).encode() + b"\n")
+            self._sync()
+
+    def record(self, index: int, result: WindowResult) -> None:
+        has_vector = result.vector is not None
+        body = _RECORD.pack(index, result.steps, int(has_vector))
+        if has_vector:
+            body += result.vector.detach().to(STORED_DTYPE).cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        self._file.write(body + _CRC.pack(zlib.crc32(body)))
+        self._sync()
+        self.done[index] = result
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def remove(self) -> None:
+        """The output is complete: the journal has served its purpose."""
+        self.close()
+        self.path.unlink(missing_ok=True)
