@@ -32,3 +32,19 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
 def test_variant_parsing():
     label, s = parse_variant("w32:window=32,steps=400,lr=0.02")
     assert label == "memzip w32" and s.window == 32 and s.optimizer.steps == 400 and s.optimizer.lr == 0.02
+
+
+def test_reproducibility_measurement_on_the_tiny_model(lm):
+    from bench import reproducibility
+    from memzip import CompressSettings, OptimizerSettings, compress, container
+
+    from tiny import TRAINING_TEXT
+
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0))
+    c = container.read(compress(TRAINING_TEXT[:60].encode(), lm, settings))
+    result = reproducibility.measure(lm, c, [1, 2, 5], [1, 2], say=lambda _t: None)
+    assert len(result["runs"]) == 6 and result["windows"] == c.window_count
+    assert result["windows_differing_any_run"] == 0
+    assert 0 <= result["max_margin_diff_any_run"] < 1e-3
+    assert result["teacher_forced_vs_replay_max_margin_diff"] < 1e-2
+    assert result["smallest_replay_margin"] >= 0.0

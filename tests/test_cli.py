@@ -107,3 +107,54 @@ def test_console_script_in_a_subprocess(tiny_model_dir, text_file, tmp_path):
     assert restored == text_file.read_bytes()
     bad = subprocess.run(cmd + ["x", "-", "-q"], input=b"garbage", capture_output=True, env=env)
     assert bad.returncode == 1 and bad.stdout == b"" and b"Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("how, code", [("keyboard", 130), ("sigterm", 143)])
+def test_interrupted_extract_writes_nothing(tiny_model_dir, text_file, tmp_path, monkeypatch, capsys, how, code):
+    """Ctrl-C or SIGTERM while decoding: exit 128+signal, no output and no temporary file left."""
+    import signal
+    import time
+
+    from memzip import codec
+
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
+    mz = tmp_path / "note.txt.mz"
+    blob = mz.read_bytes()
+    text_file.unlink()
+
+    def interrupted(*args, **kwargs):
+        if how == "keyboard":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(codec, "decompress", interrupted)
+    try:
+        assert run("x", mz, "--model", tiny_model_dir, "-q") == code
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert "no output written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["note.txt.mz"] and mz.read_bytes() == blob
+
+
+def test_extract_warns_when_the_decoding_environment_differs(tiny_model_dir, text_file, tmp_path, capsys):
+    import json
+    import struct
+
+    assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
+    mz = tmp_path / "note.txt.mz"
+    blob = mz.read_bytes()
+    (hlen,) = struct.unpack_from("<I", blob, 10)
+    header = json.loads(blob[14:14 + hlen])
+    header["environment"]["torch"] = "0.0.1-elsewhere"
+    new = json.dumps(header).encode()
+    body = blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-32]
+    import hashlib
+
+    mz.write_bytes(body + hashlib.sha256(body).digest())
+    text_file.unlink()
+    assert run("x", mz, "--model", tiny_model_dir) == 0
+    err = capsys.readouterr().err
+    assert "warning: decoding environment differs" in err and "torch 0.0.1-elsewhere ->" in err
+    assert text_file.exists()

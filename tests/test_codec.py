@@ -140,3 +140,16 @@ def test_window_that_fails_the_final_replay_is_demoted_to_raw(lm, monkeypatch):
     assert container.read(blob).window_count == report[0].vectors
     monkeypatch.setattr(codec, "greedy_decode", real)
     assert decompress(blob, lm) == data
+
+
+def test_another_model_is_refused_and_the_message_names_the_needed_one(lm):
+    blob = compress(b"The quick brown fox jumps.", lm, QUICK)
+    assert container.read(blob).window_count >= 1
+    other = tiny_lm(seed=1, model_id="some-other-model")
+    with pytest.raises(ModelMismatchError, match="needs model 'tiny-test-model' with fingerprint"):
+        decompress(blob, other)
+
+
+def test_environment_is_recorded(lm):
+    env = container.read(compress(b"The quick brown fox.", lm, QUICK)).header["environment"]
+    assert env == lm.environment() and env["model_dtype"] == "float32" and env["device"] == "cpu"

@@ -1,0 +1,168 @@
+"""Fuzz the decompressor: python -m bench.fuzz [--cases N] [--seed S].
+
+Valid containers made with the tiny test model are mutated (bit flips, byte overwrites, truncations,
+insertions, huge section lengths, header fields replaced by values of random types) and, most of the
+time, resealed with a correct trailer so the mutation reaches the checks behind the checksum. Every
+case goes through the full ``memzip.decompress``. The only acceptable outcomes are a MemzipError
+(a clean refusal) or the exact original bytes; anything else -- another exception, or different bytes
+returned -- is a bug, reported with the case's seed so it can be replayed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import random
+import struct
+import sys
+import time
+
+from memzip import container
+from memzip.errors import MemzipError
+
+_HEADER_VALUES = [0, -1, 1, 2**31, 2**63, 2**64 + 5, 1.5, float("nan"), "", "x" * 300, None, True, [], {}, [1, 2],
+                  {"a": 1}, "0" * 64, "f" * 64, "bfloat16", "float32"]
+
+
+def _reseal(body: bytes) -> bytes:
+    return body + hashlib.sha256(body).digest()
+
+
+def _header_span(blob: bytes) -> tuple[int, int] | None:
+    if len(blob) < 14:
+        return None
+    (n,) = struct.unpack_from("<I", blob, 10)
+    return (14, 14 + n) if 14 + n <= len(blob) else None
+
+
+def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
+    span = _header_span(blob)
+    if span is None:
+        return blob
+    try:
+        header = json.loads(blob[span[0]:span[1]])
+    except ValueError:
+        return blob
+    target = header
+    if rng.random() < 0.3 and isinstance(header.get("environment"), dict):
+        target = header["environment"]
+    keys = list(target) + ["unknown_field"]
+    key = rng.choice(keys)
+    roll = rng.random()
+    if roll < 0.15:
+        target.pop(key, None)
+    elif roll < 0.5 and isinstance(target.get(key), int) and not isinstance(target.get(key), bool):
+        target[key] = target[key] + rng.choice([-1, 1, 2, -(2**20), 2**20, 2**40])
+    else:
+        target[key] = rng.choice(_HEADER_VALUES)
+    new = json.dumps(header).encode()
+    return blob[:10] + struct.pack("<I", len(new)) + new + blob[span[1]:]
+
+
+def _section_offsets(blob: bytes) -> list[int]:
+    span = _header_span(blob)
+    offsets, pos = [], span[1] if span else len(blob)
+    while pos + 8 <= len(blob) - 32 and len(offsets) < 3:
+        offsets.append(pos)
+        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
+    return offsets
+
+
+def mutate(blob: bytes, rng: random.Random) -> bytes:
+    """One random hostile variant of a valid container (resealed with a correct trailer most of the time)."""
+    body = bytearray(blob[:-32])
+    for _ in range(rng.choice([1, 1, 1, 2, 3, 8])):
+        kind = rng.random()
+        if kind < 0.25 and body:
+            i = rng.randrange(len(body))
+            body[i] ^= 1 << rng.randrange(8)
+        elif kind < 0.4 and body:
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        elif kind < 0.5:
+            body = body[: rng.randrange(len(body) + 1)]
+        elif kind < 0.6:
+            i = rng.randrange(len(body) + 1)
+            body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
+        elif kind < 0.7:
+            offsets = _section_offsets(bytes(body) + bytes(32))
+            if offsets:
+                value = rng.choice([0, 1, 2**31, 2**63, 2**64 - 1, rng.randrange(1 << 20)])
+                struct.pack_into("<Q", body, rng.choice(offsets), value)
+        elif kind < 0.75 and len(body) >= 10:
+            struct.pack_into("<H", body, 8, rng.choice([0, 1, 3, 255, 65535]))
+        else:
+            body = bytearray(_mutate_header(bytes(body), rng))
+    if rng.random() < 0.85:
+        return _reseal(bytes(body))
+    keep = rng.random() < 0.5
+    return bytes(body) + (blob[-32:] if keep else bytes(rng.randrange(256) for _ in range(rng.randrange(33))))
+
+
+def check(blob: bytes, original: bytes, lm) -> str:
+    """'ok' (exact original), 'refused: <error type>', or 'BUG: ...'."""
+    from memzip import decompress
+
+    try:
+        out = decompress(blob, lm, warn=lambda _text: None)
+    except MemzipError as exc:
+        return f"refused: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001 - any other exception is exactly what the fuzzer hunts
+        return f"BUG: {type(exc).__name__}: {exc}"
+    return "ok" if out == original else "BUG: wrong bytes returned"
+
+
+def seed_containers(lm) -> list[tuple[bytes, bytes]]:
+    """(container, original) pairs from the tiny model: text, mixed, invalid UTF-8, all raw, empty."""
+    from memzip import CompressSettings, OptimizerSettings, compress
+
+    from tests.tiny import TRAINING_TEXT
+
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8))
+    inputs = [
+        TRAINING_TEXT[:90].encode(),
+        b"The quick brown fox \xff\xfe jumps\r\n over \x00 the lazy dog.",
+        b"\x80\x81\x82",
+        b"",
+    ]
+    return [(compress(data, lm, settings), data) for data in inputs]
+
+
+def run(cases: int, seed: int, lm, say=print) -> dict:
+    seeds = seed_containers(lm)
+    outcomes: collections.Counter = collections.Counter()
+    bugs = []
+    t0 = time.perf_counter()
+    for case in range(cases):
+        rng = random.Random(f"{seed}-{case}")
+        blob, original = seeds[case % len(seeds)]
+        outcome = check(mutate(blob, rng), original, lm)
+        outcomes[outcome] += 1
+        if outcome.startswith("BUG"):
+            bugs.append({"case": case, "seed": seed, "outcome": outcome})
+        if (case + 1) % 10000 == 0:
+            say(f"fuzz: {case + 1} cases, {len(bugs)} bugs, {time.perf_counter() - t0:.0f} s")
+    return {"cases": cases, "seed": seed, "seconds": time.perf_counter() - t0, "outcomes": dict(outcomes),
+            "bugs": bugs[:50]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.fuzz", description=__doc__)
+    p.add_argument("--cases", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the result as JSON here")
+    args = p.parse_args(argv)
+    from tests.tiny import tiny_lm
+
+    result = run(args.cases, args.seed, tiny_lm())
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text + "\n")
+    return 1 if result["bugs"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Property-based fuzzing of the whole decompressor: a hostile file is refused cleanly or decodes exactly.
+
+The long run (100,000+ cases) is `python -m bench.fuzz`; this is its short form, kept in CI.
+"""
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bench import fuzz
+
+
+@pytest.fixture(scope="module")
+def seeds(lm):
+    return fuzz.seed_containers(lm)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 3), st.integers(0, 2**32 - 1))
+def test_mutated_containers_are_refused_or_exact(lm, seeds, which, seed):
+    blob, original = seeds[which]
+    outcome = fuzz.check(fuzz.mutate(blob, random.Random(seed)), original, lm)
+    assert not outcome.startswith("BUG"), outcome
+
+
+def test_unmutated_seeds_decode_and_the_fuzzer_reaches_the_decoder(lm, seeds):
+    assert all(fuzz.check(blob, original, lm) == "ok" for blob, original in seeds)
+    result = fuzz.run(300, seed=1, lm=lm, say=lambda _t: None)
+    assert result["bugs"] == [] and sum(result["outcomes"].values()) == 300
+    refused = {k for k in result["outcomes"] if k.startswith("refused")}
+    # the mutations reach past the checksum: header, container structure and the final checksum all refuse
+    assert {"refused: ContainerError", "refused: IntegrityError"} <= refused, result["outcomes"]
