@@ -101,14 +101,21 @@ def plots(summary: dict, out: Path) -> list[Path]:
             x = [p["chunk_chars"] for p in sub]
             acc.plot(x, [p["token_accuracy"] for p in sub], marker="o", label=f"{model} token accuracy")
             acc.plot(x, [p["exact"] / p["chunks"] for p in sub], marker="x", linestyle="--", label=f"{model} exact fraction")
-            steps.plot(x, [p["steps_mean_all"] for p in sub], marker="o", label=f"{model} (all chunks, budget-capped)")
+            line, = steps.plot(x, [p["steps_mean_all"] for p in sub], marker="o", label=f"{model}, mean over all chunks")
+            conv = [(p["chunk_chars"], p["steps_mean_converged"]) for p in sub if p["steps_mean_converged"] is not None]
+            if conv:
+                steps.plot(*zip(*conv), marker="s", linestyle=":", color=line.get_color(), label=f"{model}, converged chunks")
+            steps.scatter(x, [p["step_budget"] for p in sub], marker="_", s=300, color="gray")
+            for p in sub:
+                steps.annotate(f"budget {p['step_budget']}", (p["chunk_chars"], p["step_budget"]), fontsize=7,
+                               textcoords="offset points", xytext=(4, 4), color="gray")
         for ax in (acc, steps):
             ax.set_xscale("log")
             ax.set_xlabel("chunk length (characters)")
             ax.legend(fontsize=7)
         acc.set_ylabel("fraction")
         acc.set_ylim(0, 1.05)
-        steps.set_ylabel("optimizer steps per chunk")
+        steps.set_ylabel("optimizer steps per chunk (capped by the budget)")
         fig.tight_layout()
         path = out / "paper.png"
         fig.savefig(path, dpi=100)

@@ -51,18 +51,61 @@ def test_output_option_and_stdout(tiny_model_dir, text_file, tmp_path, capsysbin
     assert capsysbinary.readouterr().out == text_file.read_bytes()
 
 
-def test_flipped_byte_fails_cleanly_and_writes_nothing(tiny_model_dir, text_file, tmp_path, capsys):
+def _section_starts(blob: bytes) -> dict:
+    import struct
+
+    (hlen,) = struct.unpack_from("<I", blob, 10)
+    starts, pos = {"header": 14}, 14 + hlen
+    for name in ("segments", "vectors", "fallback"):
+        starts[name] = pos + 8
+        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
+    starts["checksum"] = len(blob) - 32
+    return starts
+
+
+def _bad_files(blob: bytes) -> dict:
+    import gzip
+    import random
+
+    import zstandard
+
+    def flip(offset):
+        bad = bytearray(blob)
+        bad[offset] ^= 0x10
+        return bytes(bad)
+
+    starts = _section_starts(blob)
+    newer = bytearray(blob)
+    newer[8] = container.FORMAT_VERSION + 1
+    return {
+        "empty": b"",
+        "random bytes": random.Random(0).randbytes(5000),
+        "gzip renamed": gzip.compress(b"hello world" * 50),
+        "zstd renamed": zstandard.ZstdCompressor().compress(b"hello world" * 50),
+        "newer version": bytes(newer),
+        "truncated at the fallback": blob[: starts["fallback"]],
+        "truncated mid-vectors": blob[: starts["vectors"] + 7],
+        "truncated by one byte": blob[:-1],
+        **{f"flipped bit in {name}": flip(start + 1) for name, start in starts.items()},
+    }
+
+
+def test_bad_files_fail_cleanly_and_write_nothing(tiny_model_dir, text_file, tmp_path, capsys):
+    """Each: exit 1, one line on stderr naming the problem, no output and no temporary file."""
     assert run("c", text_file, "--model", tiny_model_dir, *FAST) == 0
-    mz = tmp_path / "note.txt.mz"
-    blob = bytearray(mz.read_bytes())
-    blob[len(blob) // 2] ^= 0x40
-    mz.write_bytes(bytes(blob))
+    blob = (tmp_path / "note.txt.mz").read_bytes()
+    assert container.read(blob).fallback  # the sample has a fallback section to damage
+    (tmp_path / "note.txt.mz").unlink()
     text_file.unlink()
-    capsys.readouterr()
-    assert run("x", mz, "--model", tiny_model_dir) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("memzip: ") and err.count("\n") == 1 and "Traceback" not in err
-    assert sorted(os.listdir(tmp_path)) == ["note.txt.mz"]
+    for name, bad in _bad_files(blob).items():
+        mz = tmp_path / "bad.mz"
+        mz.write_bytes(bad)
+        capsys.readouterr()
+        assert run("x", mz, "--model", tiny_model_dir) == 1, name
+        err = capsys.readouterr().err
+        assert err.startswith("memzip: ") and err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert any(word in err for word in ("corrupted", "truncated", "not a memzip", "version")), (name, err)
+        assert sorted(os.listdir(tmp_path)) == ["bad.mz"], name
 
 
 @pytest.mark.parametrize(
