@@ -61,7 +61,8 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
     return blob[:10] + struct.pack("<I", len(new)) + new + blob[span[1]:]
 
 
-def _section_offsets(blob: bytes) -> list[int]:
+def section_offsets(blob: bytes) -> list[int]:
+    """Offsets of the u64 length fields of the segment table, vectors and fallback sections (as many as fit)."""
     span = _header_span(blob)
     offsets, pos = [], span[1] if span else len(blob)
     while pos + 8 <= len(blob) - 32 and len(offsets) < 3:
@@ -86,7 +87,7 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
             i = rng.randrange(len(body) + 1)
             body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
         elif kind < 0.7:
-            offsets = _section_offsets(bytes(body) + bytes(32))
+            offsets = section_offsets(bytes(body) + bytes(32))
             if offsets:
                 value = rng.choice([0, 1, 2**31, 2**63, 2**64 - 1, rng.randrange(1 << 20)])
                 struct.pack_into("<Q", body, rng.choice(offsets), value)

@@ -224,7 +224,7 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
 
 
 def environment_differences(recorded: dict, current: dict) -> list[str]:
-    """'key: recorded -> current' for every replay-relevant setting that differs."""
+    """'key recorded -> current' for every replay-relevant setting that differs."""
     return [f"{k} {recorded[k]} -> {current.get(k)}" for k in recorded if recorded[k] != current.get(k)]
 
 

@@ -51,18 +51,6 @@ def test_output_option_and_stdout(tiny_model_dir, text_file, tmp_path, capsysbin
     assert capsysbinary.readouterr().out == text_file.read_bytes()
 
 
-def _section_starts(blob: bytes) -> dict:
-    import struct
-
-    (hlen,) = struct.unpack_from("<I", blob, 10)
-    starts, pos = {"header": 14}, 14 + hlen
-    for name in ("segments", "vectors", "fallback"):
-        starts[name] = pos + 8
-        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
-    starts["checksum"] = len(blob) - 32
-    return starts
-
-
 def _bad_files(blob: bytes) -> dict:
     import gzip
     import random
@@ -74,7 +62,10 @@ def _bad_files(blob: bytes) -> dict:
         bad[offset] ^= 0x10
         return bytes(bad)
 
-    starts = _section_starts(blob)
+    from bench.fuzz import section_offsets
+
+    names = ("segments", "vectors", "fallback")
+    starts = {"header": 14, **{n: o + 8 for n, o in zip(names, section_offsets(blob))}, "checksum": len(blob) - 32}
     newer = bytearray(blob)
     newer[8] = container.FORMAT_VERSION + 1
     return {

@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.fuzz import section_offsets
 from memzip import container
 from memzip.container import KIND_RAW, KIND_WINDOW, Container
 from memzip.errors import ContainerError
@@ -180,21 +181,11 @@ def test_non_finite_vectors_are_rejected():
         container.read(_write_unchecked(c))
 
 
-def _sections(blob: bytes) -> list[int]:
-    """Offsets of the u64 section-length fields (segment table, vectors, fallback)."""
-    (hlen,) = struct.unpack_from("<I", blob, 10)
-    offsets, pos = [], 14 + hlen
-    for _ in range(3):
-        offsets.append(pos)
-        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
-    return offsets
-
-
 @pytest.mark.parametrize("section", [0, 1, 2])
 def test_huge_section_lengths_are_errors_not_allocations(section):
     blob = container.write(make())
     bad = bytearray(blob[:-32])
-    struct.pack_into("<Q", bad, _sections(blob)[section], (1 << 64) - 1)
+    struct.pack_into("<Q", bad, section_offsets(blob)[section], (1 << 64) - 1)
     with pytest.raises(ContainerError, match="truncated|past the end"):
         container.read(reseal(bytes(bad)))
 
