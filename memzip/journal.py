@@ -38,6 +38,7 @@ class Journal:
         self.hidden = hidden_size
         self.done: dict[int, WindowResult] = {}
         self.discarded_stale = False  # a journal for another input/model/settings was replaced
+        self._valid_length: int | None = None  # bytes of a matching journal up to its last intact record
         self._file = None
         self._load()
 
@@ -79,7 +80,7 @@ class Journal:
 
     def open(self) -> None:
         """Start appending (rewriting the file when it was absent, stale or ends in a torn record)."""
-        if self.done or (self.path.exists() and not self.discarded_stale):
+        if self._valid_length is not None:
             self._file = open(self.path, "r+b")
             self._file.truncate(self._valid_length)
             self._file.seek(self._valid_length)
