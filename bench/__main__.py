@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from memzip import CompressSettings, OptimizerSettings
+from memzip.codes import VectorSpec
 
 from . import corpora, methods, model_limit, paper, report
 
@@ -17,15 +18,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_variant(text: str) -> tuple[str, CompressSettings]:
-    """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5' -> (label, settings)."""
+    """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5,vectors=compact,rank=128,bits=4,store=always'
+    -> (label, settings)."""
     name, _, spec = text.partition(":")
     values = dict(item.split("=", 1) for item in spec.split(",") if item)
     opt_fields = {"steps": int, "lr": float, "batch": int, "margin": float}
-    opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
-    unknown = set(values) - set(opt_fields) - {"window"}
+    code_fields = {"vectors": str, "rank": int, "bits": int}
+    unknown = set(values) - set(opt_fields) - set(code_fields) - {"window", "store"}
     if unknown:
         raise SystemExit(f"bench: unknown variant settings {sorted(unknown)}")
-    return f"memzip {name}", CompressSettings(window=int(values.get("window", 16)), optimizer=opt)
+    opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
+    code = {("code" if k == "vectors" else k): code_fields[k](v) for k, v in values.items() if k in code_fields}
+    return f"memzip {name}", CompressSettings(
+        window=int(values.get("window", 16)), optimizer=opt, vectors=VectorSpec(**code), store=values.get("store", "smaller")
+    )
 
 
 def compression_rows(lm, corpus, variants, window: int) -> list[dict]:

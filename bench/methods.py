@@ -61,5 +61,15 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
         windows=r.windows, vectors=r.vectors, fallbacks=r.fallback_windows,
         steps_median=statistics.median(r.steps) if r.steps else None,
         steps_p90=r.stats()["steps_p90"],
-        settings={"window": settings.window, **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
+        settings={"window": settings.window, "vectors": settings.vectors.fitted(lm.hidden_size).describe(),
+                  **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
+        sections=report_sections(blob),
+        bits_per_vector=settings.vectors.fitted(lm.hidden_size).stored_bits(lm.hidden_size),
     )
+
+
+def report_sections(blob: bytes) -> dict:
+    """Bytes of each container section (header, segments, vectors, fallback), plus the 54 B of framing."""
+    from memzip import container
+
+    return dict(container.read(blob).sizes)

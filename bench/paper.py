@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from memzip.codes import VectorCode, VectorSpec
 from memzip.decoder import reproduces
 from memzip.optimizer import OptimizerSettings, optimize_windows, teacher_forced
 
@@ -23,7 +24,7 @@ def chunks(text: str, size: int, count: int = 20) -> list[str]:
 
 def _accuracy(lm, vector: torch.Tensor, tokens: list[int]) -> float:
     with torch.no_grad():
-        _, margins = teacher_forced(lm, vector.float().to(lm.device)[None], [tokens])
+        _, margins = teacher_forced(lm, vector, [tokens])
     return (margins > 0).float().mean().item()
 
 
@@ -31,16 +32,18 @@ def reproduce(lm, model_name: str, text: str, size: int, settings: OptimizerSett
     pieces = chunks(text, size, count)
     windows = [lm.tokenizer(p, add_special_tokens=False)["input_ids"] for p in pieces]
 
-    def verify(vectors, tokens):
-        return reproduces(lm, vectors, tokens, settings.margin, 64)
+    code = VectorCode(VectorSpec("full"), lm)
+
+    def verify(codes, tokens):
+        return reproduces(lm, code.rebuild(codes), tokens, settings.margin, 64)
 
     total_steps = [0]
     t0 = time.perf_counter()
-    results = optimize_windows(lm, windows, settings, verify, lambda _done, steps: total_steps.__setitem__(0, steps))
+    results = optimize_windows(lm, windows, settings, code, verify, lambda _done, steps: total_steps.__setitem__(0, steps))
     elapsed = time.perf_counter() - t0
-    accuracy = [_accuracy(lm, r.last, w) for r, w in zip(results, windows)]
-    exact = [r.vector is not None for r in results]
-    converged_steps = [r.steps for r in results if r.vector is not None]
+    accuracy = [_accuracy(lm, code.rebuild([r.last]), w) for r, w in zip(results, windows)]
+    exact = [r.code is not None for r in results]
+    converged_steps = [r.steps for r in results if r.code is not None]
     return {
         "model": model_name,
         "chunk_chars": size,

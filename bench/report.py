@@ -42,14 +42,16 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("rows"):
         lines += [
             "## Compression\n",
-            "| corpus | method | input B | output B | ratio | bits/byte | compress s | decompress s | exact | windows (vectors/raw) | steps median / p90 |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+            "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | decompress s | exact | windows (vectors/raw) | steps median / p90 |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for r in summary["rows"]:
             windows = f"{r['windows']} ({r['vectors']}/{r['fallbacks']})" if "windows" in r else ""
             steps = f"{_fmt(r['steps_median'], 1)} / {_fmt(r['steps_p90'])}" if "steps_median" in r else ""
+            code = r.get("settings", {}).get("vectors", "")
+            code += f" ({r['bits_per_vector']} bits)" if "bits_per_vector" in r else ""
             lines.append(
-                f"| {r['corpus']} | {r['method']} | {r['input_bytes']} | {r['output_bytes']} | {_fmt(r['ratio'])} | "
+                f"| {r['corpus']} | {r['method']} | {code} | {r['input_bytes']} | {r['output_bytes']} | {_fmt(r['ratio'])} | "
                 f"{_fmt(r['bits_per_byte'])} | {_fmt(r['compress_s'], 2)} | {_fmt(r['decompress_s'], 2)} | "
                 f"{_fmt(r['exact'])} | {windows} | {steps} |"
             )
@@ -93,6 +95,9 @@ def plots(summary: dict, out: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
+    coded = [r for r in rows if "bits_per_vector" in r and r["ratio"] is not None]
+    if coded:
+        written.append(_codes_plot(plt, rows, coded, corpora, out))
     paper = summary.get("paper") or []
     if paper:
         fig, (acc, steps) = plt.subplots(1, 2, figsize=(10, 4))
@@ -122,6 +127,34 @@ def plots(summary: dict, out: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _codes_plot(plt, rows, coded, corpora, out: Path) -> Path:
+    """Ratio against the bits stored per vector (rank x bits + scale, or 16 x hidden), per corpus, with
+    the classic compressors and the model limits as horizontal references."""
+    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4), squeeze=False)
+    for ax, corpus in zip(axes[0], corpora):
+        mine = [r for r in coded if r["corpus"] == corpus]
+        ax.scatter([r["bits_per_vector"] for r in mine], [r["ratio"] for r in mine], color="tab:red", zorder=3)
+        for r in mine:
+            ax.annotate(f"{r['settings']['vectors']}, w{r['settings']['window']}: {r['vectors']}/{r['windows']} vec",
+                        (r["bits_per_vector"], r["ratio"]), fontsize=6, textcoords="offset points", xytext=(4, 2))
+        for r in rows:
+            if r["corpus"] == corpus and "bits_per_vector" not in r and r["ratio"] is not None:
+                style = ":" if r["method"].startswith("model limit") else "--"
+                ax.axhline(r["ratio"], linestyle=style, linewidth=0.8, color="gray")
+                ax.annotate(r["method"], (0, r["ratio"]), xycoords=("axes fraction", "data"), fontsize=6, color="gray")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("bits stored per memory vector (log)")
+        ax.set_ylabel("compression ratio (output / input, log)")
+        ax.set_title(corpus, fontsize=9)
+    fig.tight_layout()
+    path = out / "codes.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def write(summary: dict, out: Path, with_plots: bool = True) -> list[Path]:

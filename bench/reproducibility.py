@@ -31,7 +31,8 @@ def measure(lm, c, batch_sizes, thread_counts, say=print) -> dict:
     lengths = [n for kind, n in c.segments if kind == container.KIND_WINDOW]
     prefix = c.header["prefix_id"]
     default_threads = torch.get_num_threads()
-    ref_tokens, ref_gaps = replay(lm, c.vectors, lengths, codec.DECODE_BATCH, prefix)
+    vectors = codec.stored_vectors(c, lm)
+    ref_tokens, ref_gaps = replay(lm, vectors, lengths, codec.DECODE_BATCH, prefix)
     ref = torch.tensor([g for row in ref_gaps for g in row], dtype=torch.float64)
     runs = []
     try:
@@ -39,7 +40,7 @@ def measure(lm, c, batch_sizes, thread_counts, say=print) -> dict:
             torch.set_num_threads(threads)
             for b in batch_sizes:
                 t0 = time.perf_counter()
-                tokens, gaps = replay(lm, c.vectors, lengths, b, prefix)
+                tokens, gaps = replay(lm, vectors, lengths, b, prefix)
                 flat = torch.tensor([g for row in gaps for g in row], dtype=torch.float64)
                 same = [t == r for t, r in zip(tokens, ref_tokens)]
                 # compare margins only where the whole window replayed identically (same path)
@@ -57,7 +58,7 @@ def measure(lm, c, batch_sizes, thread_counts, say=print) -> dict:
         windows = [t for t in ref_tokens]
         tf_gaps = []
         for i in range(0, len(windows), 16):
-            _, m = teacher_forced(lm, c.vectors[i:i + 16].float(), windows[i:i + 16])
+            _, m = teacher_forced(lm, vectors[i:i + 16], windows[i:i + 16])
             tf_gaps += [m[row, : len(w)].tolist() for row, w in enumerate(windows[i:i + 16])]
     tf = torch.tensor([g for row in tf_gaps for g in row], dtype=torch.float64)
     return {

@@ -46,13 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
     from .codec import DEFAULT_WINDOW
+    from .codes import VectorSpec
     from .optimizer import OptimizerSettings
 
-    d = OptimizerSettings()
+    d, v = OptimizerSettings(), VectorSpec()
     c.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"tokens per window (default {DEFAULT_WINDOW})")
     c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
-    c.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    c.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 0.05 for compact codes, 0.01 for full vectors)")
+    c.add_argument("--vectors", choices=("compact", "full"), default=v.code,
+                   help=f"how memory vectors are stored: compact = a quantized code in a basis derived from the "
+                   f"model's embeddings (--rank, --bits); full = the whole bf16 vector, the paper's setting "
+                   f"(default {v.code})")
+    c.add_argument("--store", choices=("smaller", "always"), default="smaller",
+                   help="smaller: optimize a vector only for windows whose code would be smaller than their share of "
+                   "the text compressed by zstd, the rest are stored raw; always: try a vector for every window "
+                   "(the paper's setting; expands text) (default smaller)")
+    c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
+    c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
     c.add_argument("--margin", type=float, default=d.margin,
                    help=f"required lead of each replayed token's logit over the runner-up (default {d.margin})")
 
@@ -150,15 +162,19 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 
 def _settings(args):
     from .codec import CompressSettings
+    from .codes import MAX_BITS, MIN_BITS, VectorSpec
     from .optimizer import OptimizerSettings
 
-    for name in ("window", "steps", "batch"):
+    for name in ("window", "steps", "batch", "rank"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
-    if not args.lr > 0 or args.margin < 0:
+    if not MIN_BITS <= args.bits <= MAX_BITS:
+        raise UsageError(f"--bits must be {MIN_BITS}..{MAX_BITS}")
+    if (args.lr is not None and not args.lr > 0) or args.margin < 0:
         raise UsageError("--lr must be positive and --margin non-negative")
     opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin)
-    return CompressSettings(window=args.window, optimizer=opt)
+    spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec("full")
+    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store)
 
 
 def _human(n: float) -> str:
@@ -212,11 +228,12 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         r = report[0]
         ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
         st = r.stats()
+        not_tried = f" ({r.not_tried} not tried: a vector would be larger than zstd)" if r.not_tried else ""
         step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
         step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {r.vectors} vectors, "
-            f"{r.fallback_windows} raw{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
+            f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
         )
     else:
         say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
@@ -239,14 +256,22 @@ def _info(path: str) -> None:
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
         f"windows:         {st.get('windows', '?')} of up to {h['window']} tokens: {c.window_count} as vectors, "
-        f"{st.get('fallback_windows', '?')} in the fallback",
+        f"{st.get('fallback_windows', '?')} in the fallback ({st.get('not_tried_windows', '?')} of them not tried: "
+        f"a vector would have been larger)",
         f"raw bytes:       {raw_bytes} in {len(c.segments) - c.window_count} spans (zstd: {c.sizes['fallback']} B)",
+        f"vectors:         " + _describe_vectors(h["vectors"]),
         f"optimizer steps: median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)",
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
         f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
         f"written with:    " + ", ".join(f"{k} {v}" for k, v in h["environment"].items()),
     ]
     print("\n".join(lines))
+
+
+def _describe_vectors(v: dict) -> str:
+    if v.get("code") == "compact":
+        return f"compact codes, rank {v['rank']}, {v['bits']}-bit, basis {v['basis']} ({v['basis_digest']})"
+    return "full bf16 vectors"
 
 
 class _Terminated(Exception):

@@ -12,12 +12,12 @@ import hashlib
 import warnings
 from dataclasses import asdict, dataclass
 
-import torch
 
 from . import __version__, container
+from .codes import VectorCode, VectorSpec, basis_digest
 from .container import KIND_RAW, KIND_WINDOW, Container
-from .decoder import STORED_DTYPE, greedy_decode, reproduces
-from .errors import IntegrityError, ModelLoadError, ModelMismatchError
+from .decoder import greedy_decode, reproduces
+from .errors import IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import OptimizerSettings, WindowResult, optimize_windows
@@ -37,6 +37,18 @@ def decode_batch_for(window: int) -> int:
 class CompressSettings:
     window: int = DEFAULT_WINDOW  # tokens per window
     optimizer: OptimizerSettings = OptimizerSettings()
+    vectors: VectorSpec = VectorSpec()  # how memory vectors are parameterized and stored
+    # "smaller": a window is optimized only when its stored code would be smaller than the window's
+    # share of the input's zstd size (the fallback's cost); "always": every window (the paper's setting)
+    store: str = "smaller"
+
+    def __post_init__(self) -> None:
+        if self.store not in STORE_POLICIES:
+            raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
+
+
+STORE_POLICIES = ("smaller", "always")
+SEGMENT_ENTRY_BYTES = 5  # what a window adds to the segment table (container._SEGMENT)
 
 
 def percentile(values: list, q: float):
@@ -55,6 +67,7 @@ class CompressReport:
     steps: list[int]  # optimizer steps of each window that became a vector
     demoted_by_final_check: int
     resumed: int = 0  # windows taken from the journal of an interrupted run
+    not_tried: int = 0  # windows stored raw without optimizing: their code could not be smaller
 
     def stats(self) -> dict:
         """The summary recorded in the container header (informative)."""
@@ -63,6 +76,7 @@ class CompressReport:
             "vector_windows": self.vectors,
             "fallback_windows": self.fallback_windows,
             "demoted_by_final_check": self.demoted_by_final_check,
+            "not_tried_windows": self.not_tried,
             "steps_median": percentile(self.steps, 0.5),
             "steps_p90": percentile(self.steps, 0.9),
         }
@@ -83,7 +97,18 @@ def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings)
         "model_fingerprint": lm.fingerprint,
         "window": settings.window,
         "optimizer": asdict(settings.optimizer),
+        "vectors": asdict(settings.vectors),
+        "store": settings.store,
     }
+
+
+def worth_trying(data: bytes, windows: list[Segment], code_bytes: int, store: str) -> list[bool]:
+    """Per window: can a vector pay for itself? Its cost is ``code_bytes`` plus a segment-table entry;
+    the alternative is the window's share of zstd over the input (what the fallback would cost)."""
+    if store == "always" or not windows:
+        return [True] * len(windows)
+    fallback_ratio = len(container.zstd_frame(data)) / len(data)
+    return [code_bytes + SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s in windows]
 
 
 def compress(
@@ -101,13 +126,15 @@ def compress(
     model and settings is resumed; the caller deletes the journal once it has stored the result.
     """
     if not 1 <= settings.window <= container.MAX_WINDOW_TOKENS:
-        raise ValueError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
+        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     progress = progress or Progress()
     lm = _model(model, progress=progress)
     segments = segment(data, lm.tokenizer, settings.window)
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
-    journal = Journal(journal_path, journal_identity(data, lm, settings), lm.hidden_size) if journal_path else None
+    code = VectorCode(settings.vectors, lm)
+    spec = code.spec  # the rank capped at the model's width
+    journal = Journal(journal_path, journal_identity(data, lm, settings), code.size) if journal_path else None
     done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
     if journal is not None:
         if journal.discarded_stale:
@@ -115,14 +142,16 @@ def compress(
         if done:
             progress.message(f"resuming: {len(done)} of {len(windows)} windows already done ({journal_path})")
         journal.open()
-    todo = [i for i in range(len(windows)) if i not in done]
+    worth = worth_trying(data, windows, code.size, settings.store)
+    skipped = {i: WindowResult(None, 0) for i, ok in enumerate(worth) if not ok}
+    todo = [i for i in range(len(windows)) if i not in done and i not in skipped]
     progress.phase("optimizing memory vectors", len(windows))
 
-    def verify(vectors: torch.Tensor, tokens: list[list[int]]) -> list[bool]:
-        return reproduces(lm, vectors, tokens, settings.optimizer.margin, decode_batch)
+    def verify(codes: list[bytes], tokens: list[list[int]]) -> list[bool]:
+        return reproduces(lm, code.rebuild(codes), tokens, settings.optimizer.margin, decode_batch)
 
     def on_step(finished: int, steps: int) -> None:
-        progress.update(len(done) + finished, f"{steps} steps")
+        progress.update(len(done) + len(skipped) + finished, f"{steps} steps")
 
     def on_result(j: int, result: WindowResult) -> None:
         if journal is not None:
@@ -130,14 +159,14 @@ def compress(
 
     try:
         fresh = optimize_windows(
-            lm, [list(windows[i].tokens) for i in todo], settings.optimizer, verify, on_step, on_result
+            lm, [list(windows[i].tokens) for i in todo], settings.optimizer, code, verify, on_step, on_result
         )
     finally:
         if journal is not None:
             journal.close()
     progress.done()
-    results = {**done, **dict(zip(todo, fresh))}
-    vector_of = {id(s): results[i] for i, s in enumerate(windows) if results[i].vector is not None}
+    results = {**skipped, **done, **dict(zip(todo, fresh))}
+    vector_of = {id(s): results[i] for i, s in enumerate(windows) if results[i].code is not None}
     header = {
         "memzip_version": __version__,
         "model_id": lm.model_id,
@@ -145,7 +174,7 @@ def compress(
         "prefix_id": lm.prefix_id,
         "hidden_size": lm.hidden_size,
         "window": settings.window,
-        "vector_dtype": container.VECTOR_DTYPE,
+        "vectors": spec.header(lm),
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
         "decode_batch": decode_batch,
@@ -155,8 +184,10 @@ def compress(
     demoted = 0
     while True:  # prove the file with the decompressor's own replay and assembly before returning it
         steps = [r.steps for r in vector_of.values()]
-        summary = CompressReport(len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted, len(done))
-        blob = container.write(_build({**header, "stats": summary.stats()}, segments, vector_of, lm.hidden_size))
+        summary = CompressReport(
+            len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted, len(done), len(skipped)
+        )
+        blob = container.write(_build({**header, "stats": summary.stats()}, segments, vector_of))
         c = container.read(blob)
         tokens = _replay(c, lm, progress, "verifying the container")
         if _assemble(c, lm, tokens) == data:
@@ -173,23 +204,22 @@ def compress(
     return blob
 
 
-def _build(header: dict, segments: list[Segment], vector_of: dict, hidden: int) -> Container:
+def _build(header: dict, segments: list[Segment], vector_of: dict) -> Container:
     table: list[tuple[int, int]] = []
-    vectors: list[torch.Tensor] = []
+    codes = bytearray()
     raw = bytearray()
     for s in segments:
         result: WindowResult | None = vector_of.get(id(s))
         if result is not None:
             table.append((KIND_WINDOW, len(s.tokens)))
-            vectors.append(result.vector.to(STORED_DTYPE).cpu())
+            codes += result.code
         else:
             raw += s.data
             if table and table[-1][0] == KIND_RAW:
                 table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
             else:
                 table.append((KIND_RAW, len(s.data)))
-    stacked = torch.stack(vectors) if vectors else torch.zeros((0, hidden), dtype=STORED_DTYPE)
-    return Container(dict(header), table, stacked, bytes(raw))
+    return Container(dict(header), table, bytes(codes), bytes(raw))
 
 
 def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: str) -> list[list[int]]:
@@ -199,9 +229,14 @@ def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: st
         return []
     progress.phase(what, len(lengths))
     h = c.header
-    tokens = greedy_decode(lm, c.vectors, lengths, h["decode_batch"], h["prefix_id"], on_batch=progress.update)
+    tokens = greedy_decode(lm, stored_vectors(c, lm), lengths, h["decode_batch"], h["prefix_id"], on_batch=progress.update)
     progress.done()
     return tokens
+
+
+def stored_vectors(c: Container, lm: LanguageModel):
+    """The memory vectors [windows, hidden] a container's codes stand for under ``lm``."""
+    return VectorCode(c.vector_spec, lm).rebuild(c.codes)
 
 
 def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
@@ -223,6 +258,17 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
     return lm
 
 
+def replay_differences(c: Container, lm: LanguageModel) -> list[str]:
+    """What differs between the compressing and this decoding setup, as 'what recorded -> here'."""
+    diff = environment_differences(c.header["environment"], lm.environment())
+    spec = c.vector_spec
+    if spec.code == "compact":
+        recorded, here = c.header["vectors"]["basis_digest"], basis_digest(lm, spec.rank)
+        if recorded != here:
+            diff.append(f"basis digest {recorded} -> {here}")
+    return diff
+
+
 def environment_differences(recorded: dict, current: dict) -> list[str]:
     """'key recorded -> current' for every replay-relevant setting that differs."""
     return [f"{k} {recorded[k]} -> {current.get(k)}" for k in recorded if recorded[k] != current.get(k)]
@@ -241,7 +287,7 @@ def decompress(
     c = container.read(blob)
     lm = _model_for(c, model, progress) if c.window_count else None
     if lm is not None:
-        diff = environment_differences(c.header["environment"], lm.environment())
+        diff = replay_differences(c, lm)
         if diff:
             text = (
                 "decoding environment differs from the one that wrote the file (" + ", ".join(diff)

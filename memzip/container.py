@@ -12,20 +12,19 @@ import json
 import struct
 from dataclasses import dataclass, field
 
-import torch
 import zstandard
 
+from .codes import VectorSpec, check_codes, spec_from_header
 from .errors import ContainerError
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 2
-VECTOR_DTYPE = "bfloat16"
+FORMAT_VERSION = 3
 KIND_WINDOW, KIND_RAW = 0, 1
 ZSTD_LEVEL = 19
 
 # Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
 # the decoder allocates is then bounded by the real size of the file: every window costs a stored
-# vector (hidden_size x 2 bytes), and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
+# code, and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
 MAX_HEADER_BYTES = 1 << 16  # a real header is well under 1 KB
 MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the decoder's KV cache per row
 MAX_DECODE_BATCH = 256  # rows decoded together
@@ -46,7 +45,7 @@ HEADER_KEYS = {
     "hidden_size": int,
     "window": int,
     "decode_batch": int,
-    "vector_dtype": str,
+    "vectors": dict,
     "original_size": int,
     "original_sha256": str,
     "settings": dict,
@@ -59,13 +58,17 @@ HEADER_KEYS = {
 class Container:
     header: dict
     segments: list[tuple[int, int]]  # (KIND_WINDOW, n_tokens) or (KIND_RAW, n_bytes), in file order
-    vectors: torch.Tensor  # [number of windows, hidden_size], bfloat16
+    codes: bytes  # stored vector codes, one fixed-size record per window, in window order
     fallback: bytes  # raw spans concatenated, uncompressed
     sizes: dict = field(default_factory=dict)  # section sizes in bytes, filled by the reader and writer
 
     @property
     def window_count(self) -> int:
         return sum(1 for kind, _ in self.segments if kind == KIND_WINDOW)
+
+    @property
+    def vector_spec(self) -> VectorSpec:
+        return spec_from_header(self.header["vectors"], self.header["hidden_size"])
 
 
 def _validate_header(header: dict) -> None:
@@ -76,14 +79,16 @@ def _validate_header(header: dict) -> None:
         value = header[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ContainerError(f"header field {key!r} has the wrong type")
-    if header["vector_dtype"] != VECTOR_DTYPE:
-        raise ContainerError(f"unsupported vector dtype {header['vector_dtype']!r}")
     for key in ("prefix_id", "original_size"):
         if header[key] < 0:
             raise ContainerError(f"header field {key!r} is negative")
     for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS), ("decode_batch", MAX_DECODE_BATCH)):
         if not 1 <= header[key] <= ceiling:
             raise ContainerError(f"header field {key!r} is out of range (1..{ceiling})")
+    try:
+        spec_from_header(header["vectors"], header["hidden_size"])
+    except ValueError as exc:
+        raise ContainerError(f"header field 'vectors': {exc}") from None
     if header["decode_batch"] * header["window"] > MAX_TOKENS_IN_FLIGHT:
         raise ContainerError(f"decode_batch x window exceeds {MAX_TOKENS_IN_FLIGHT} tokens")
     env = header["environment"]
@@ -97,25 +102,25 @@ def _validate_header(header: dict) -> None:
 
 def write(container: Container) -> bytes:
     """Serialize; the header is validated so a writer bug cannot produce an unreadable file."""
-    from safetensors.torch import save
-
     _validate_header(container.header)
-    vectors = container.vectors
-    if vectors.dtype != torch.bfloat16 or vectors.ndim != 2 or vectors.shape != (
-        container.window_count,
-        container.header["hidden_size"],
-    ):
-        raise ValueError("vectors must be bfloat16 [windows, hidden_size]")
+    try:
+        check_codes(container.vector_spec, container.header["hidden_size"], container.codes, container.window_count)
+    except ValueError as exc:
+        raise ValueError(f"cannot write these vector codes: {exc}") from None
     header = json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("utf-8")
     table = b"".join(_SEGMENT.pack(kind, length) for kind, length in container.segments)
-    tensors = save({"vectors": vectors.contiguous().cpu()})
-    fallback = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(container.fallback) if container.fallback else b""
+    codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
     parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
-    for section in (table, tensors, fallback):
+    for section in (table, codes, fallback):
         parts += [_SECTION_LEN.pack(len(section)), section]
     body = b"".join(parts)
-    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(tensors), "fallback": len(fallback)}
+    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "fallback": len(fallback)}
     return body + hashlib.sha256(body).digest()
+
+
+def zstd_frame(data: bytes) -> bytes:
+    """How the container compresses a section: one zstd frame (with content size); empty stays empty."""
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data) if data else b""
 
 
 class _Reader:
@@ -162,7 +167,7 @@ def read(blob: bytes) -> Container:
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
     _validate_header(header)
-    table, tensors, packed = r.section("segment table"), r.section("vectors"), r.section("fallback")
+    table, packed_codes, packed = r.section("segment table"), r.section("vectors"), r.section("fallback")
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])
@@ -170,10 +175,10 @@ def read(blob: bytes) -> Container:
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
         raise ContainerError("raw spans are larger than the original file")
-    vectors = _parse_vectors(tensors, n_windows, header["hidden_size"])
-    fallback = _parse_fallback(packed, raw_total)
-    sizes = {"header": header_len, "segments": len(table), "vectors": len(tensors), "fallback": len(packed)}
-    return Container(header, segments, vectors, fallback, sizes)
+    codes = _parse_codes(packed_codes, header, n_windows)
+    fallback = _unzstd(packed, raw_total, "fallback")
+    sizes = {"header": header_len, "segments": len(table), "vectors": len(packed_codes), "fallback": len(packed)}
+    return Container(header, segments, codes, fallback, sizes)
 
 
 def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
@@ -189,43 +194,31 @@ def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
     return segments
 
 
-def _parse_vectors(tensors: bytes, n_windows: int, hidden: int) -> torch.Tensor:
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    expected = 8 + n_windows * hidden * 2  # bf16 payload plus the safetensors length prefix
-    if len(tensors) < expected:
-        raise ContainerError("vectors section is smaller than the windows need")
+def _parse_codes(packed: bytes, header: dict, n_windows: int) -> bytes:
+    spec, hidden = spec_from_header(header["vectors"], header["hidden_size"]), header["hidden_size"]
+    codes = _unzstd(packed, n_windows * spec.code_bytes(hidden), "vectors")
     try:
-        loaded = load(tensors)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise ContainerError(f"vectors section is not valid safetensors ({exc})") from None
-    if set(loaded) != {"vectors"}:
-        raise ContainerError("vectors section must hold exactly one tensor named 'vectors'")
-    vectors = loaded["vectors"]
-    if vectors.dtype != torch.bfloat16 or tuple(vectors.shape) != (n_windows, hidden):
-        raise ContainerError(
-            f"vectors tensor is {vectors.dtype} {tuple(vectors.shape)}, expected bfloat16 {(n_windows, hidden)}"
-        )
-    if not torch.isfinite(vectors).all():
-        raise ContainerError("vectors contain non-finite values")
-    return vectors
+        check_codes(spec, hidden, codes, n_windows)
+    except ValueError as exc:
+        raise ContainerError(str(exc)) from None
+    return codes
 
 
-def _parse_fallback(packed: bytes, raw_total: int) -> bytes:
-    if raw_total == 0:
+def _unzstd(packed: bytes, size: int, what: str) -> bytes:
+    """A section holding one zstd frame of exactly ``size`` bytes (empty when ``size`` is 0)."""
+    if size == 0:
         if packed:
-            raise ContainerError("fallback section present but no raw spans")
+            raise ContainerError(f"{what} section present but nothing is stored in it")
         return b""
-    if raw_total > len(packed) * ZSTD_MAX_EXPANSION:
-        raise ContainerError("raw spans claim more bytes than the fallback section can hold")
+    if size > len(packed) * ZSTD_MAX_EXPANSION:
+        raise ContainerError(f"the segment table claims more bytes than the {what} section can hold")
     try:
         params = zstandard.get_frame_parameters(packed)
-        if params.content_size != raw_total:
-            raise ContainerError("fallback size does not match the segment table")
-        data = zstandard.ZstdDecompressor().decompress(packed, max_output_size=raw_total)
+        if params.content_size != size:
+            raise ContainerError(f"{what} size does not match the segment table")
+        data = zstandard.ZstdDecompressor().decompress(packed, max_output_size=size)
     except zstandard.ZstdError as exc:
-        raise ContainerError(f"fallback section is not a valid zstd frame ({exc})") from None
-    if len(data) != raw_total:
-        raise ContainerError("fallback size does not match the segment table")
+        raise ContainerError(f"{what} section is not a valid zstd frame ({exc})") from None
+    if len(data) != size:
+        raise ContainerError(f"{what} size does not match the segment table")
     return data

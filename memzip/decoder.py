@@ -1,5 +1,6 @@
 """Greedy replay of memory vectors: the one decode path used by the decompressor *and* by the
 compressor's verification, so that a window counts as stored only if this exact code regenerates it.
+Vectors come from ``memzip.codes.VectorCode.rebuild`` (the stored codes turned into float32 vectors).
 
 Input of each row: ``[embed(prefix_id), vector]``; then greedy decoding with a KV cache, one token per
 step for every row in lockstep (rows never need padding). Each row is decoded for its own length and no
@@ -15,18 +16,10 @@ from __future__ import annotations
 
 import torch
 
-STORED_DTYPE = torch.bfloat16
-
-
-def as_stored(vectors: torch.Tensor) -> torch.Tensor:
-    """Round vectors to what the container stores (bf16)."""
-    return vectors.detach().to(STORED_DTYPE)
-
-
 def greedy_decode(
     lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, prefix_id: int, on_batch=None
 ) -> list[list[int]]:
-    """Token ids regenerated from stored (bf16) ``vectors`` [n, d], ``lengths[i]`` tokens each.
+    """Token ids regenerated from rebuilt ``vectors`` [n, d], ``lengths[i]`` tokens each.
 
     Rows are decoded in consecutive batches of ``batch_size``; ``on_batch(rows_done)`` follows each.
     """
@@ -38,8 +31,8 @@ def replay(
     lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, prefix_id: int, on_batch=None
 ) -> tuple[list[list[int]], list[list[float]]]:
     """``greedy_decode`` that also returns, per row, the top-1 minus top-2 logit at every position."""
-    if vectors.dtype != STORED_DTYPE:
-        raise TypeError(f"greedy_decode takes vectors as stored ({STORED_DTYPE}), got {vectors.dtype}")
+    if not vectors.is_floating_point() or vectors.ndim != 2:
+        raise TypeError("greedy_decode takes a float matrix of vectors [n, hidden]")
     if len(lengths) != vectors.shape[0]:
         raise ValueError("one length per vector is required")
     if batch_size < 1:

@@ -19,3 +19,7 @@ class ModelLoadError(MemzipError):
 
 class IntegrityError(MemzipError):
     """Decoded output does not match the recorded checksum: nothing is written."""
+
+
+class SettingsError(MemzipError, ValueError):
+    """Compression settings that cannot work (e.g. with this model)."""

@@ -6,8 +6,8 @@ disk. A compression that is interrupted, killed or crashes leaves the journal be
 the same input, model and settings skips the windows it holds. Nothing in the journal is trusted
 blindly: the final container is still replayed through the decompressor before it is written.
 
-Layout: one line ``MZJ1 <identity JSON>\\n``, then records of ``<u32 index, u32 steps, u8 has_vector,
-[hidden_size x bf16], u32 CRC-32 of the record>``. A torn last record (the process died mid-write)
+Layout: one line ``MZJ2 <identity JSON>\\n``, then records of ``<u32 index, u32 steps, u8 has_code,
+[the window's stored vector code, a fixed number of bytes], u32 CRC-32 of the record>``. A torn last record (the process died mid-write)
 fails its CRC and is dropped, along with anything after it.
 """
 
@@ -19,12 +19,9 @@ import struct
 import zlib
 from pathlib import Path
 
-import torch
-
-from .decoder import STORED_DTYPE
 from .optimizer import WindowResult
 
-MAGIC = b"MZJ1 "
+MAGIC = b"MZJ2 "
 _RECORD = struct.Struct("<IIB")
 _CRC = struct.Struct("<I")
 
@@ -32,19 +29,15 @@ _CRC = struct.Struct("<I")
 class Journal:
     """Finished windows of one compression, identified by input, model and settings."""
 
-    def __init__(self, path: str | os.PathLike, identity: dict, hidden_size: int):
+    def __init__(self, path: str | os.PathLike, identity: dict, code_bytes: int):
         self.path = Path(path)
         self.identity = json.loads(json.dumps(identity, sort_keys=True))  # as it reads back from disk
-        self.hidden = hidden_size
+        self.code_bytes = code_bytes  # the identity names the vector code, so this is fixed per journal
         self.done: dict[int, WindowResult] = {}
         self.discarded_stale = False  # a journal for another input/model/settings was replaced
         self._valid_length: int | None = None  # bytes of a matching journal up to its last intact record
         self._file = None
         self._load()
-
-    @property
-    def _vector_bytes(self) -> int:
-        return self.hidden * 2
 
     def _load(self) -> None:
         try:
@@ -61,20 +54,15 @@ class Journal:
             return
         pos = 0
         while pos + _RECORD.size <= len(rest):
-            index, steps, has_vector = _RECORD.unpack_from(rest, pos)
-            end = pos + _RECORD.size + (self._vector_bytes if has_vector == 1 else 0)
-            if has_vector not in (0, 1) or end + _CRC.size > len(rest):
+            index, steps, has_code = _RECORD.unpack_from(rest, pos)
+            end = pos + _RECORD.size + (self.code_bytes if has_code == 1 else 0)
+            if has_code not in (0, 1) or end + _CRC.size > len(rest):
                 break
             (crc,) = _CRC.unpack_from(rest, end)
             if crc != zlib.crc32(rest[pos:end]):
                 break
-            vector = None
-            if has_vector:
-                raw = bytearray(rest[pos + _RECORD.size : end])
-                vector = torch.frombuffer(raw, dtype=STORED_DTYPE).clone()
-                if not torch.isfinite(vector).all():
-                    break
-            self.done[index] = WindowResult(vector, steps, last=vector)
+            code = bytes(rest[pos + _RECORD.size : end]) if has_code else None
+            self.done[index] = WindowResult(code, steps, last=code)
             pos = end + _CRC.size
         self._valid_length = len(line) + 1 + pos
 
@@ -90,10 +78,9 @@ class Journal:
             self._sync()
 
     def record(self, index: int, result: WindowResult) -> None:
-        has_vector = result.vector is not None
-        body = _RECORD.pack(index, result.steps, int(has_vector))
-        if has_vector:
-            body += result.vector.detach().to(STORED_DTYPE).cpu().contiguous().view(torch.uint8).numpy().tobytes()
+        if result.code is not None and len(result.code) != self.code_bytes:
+            raise ValueError("stored code has the wrong size for this journal")
+        body = _RECORD.pack(index, result.steps, int(result.code is not None)) + (result.code or b"")
         self._file.write(body + _CRC.pack(zlib.crc32(body)))
         self._sync()
         self.done[index] = result

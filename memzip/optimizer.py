@@ -6,17 +6,19 @@ Layout of a training row (the decoder replays the same prefix)::
     input:     embed(prefix)  q(vector)        embed(t_0) .. embed(t_{n-2})
     predicts:  -              t_0              t_1 .. t_{n-1}
 
-``q`` rounds the vector to its stored dtype (bf16) with a straight-through gradient, so every
-forward sees exactly the values the container will hold.
+Each window trains a parameter row of its vector code (memzip/codes.py: the bf16 vector itself, or a
+small quantized code in a basis); ``q(vector)`` is the vector the decompressor will rebuild from that
+row's stored code, with a straight-through gradient, so every forward sees exactly what the container
+will hold.
 
-Continuous batching: ``batch`` windows are optimized at once, each with its own vector and its own
+Continuous batching: ``batch`` windows are optimized at once, each with its own parameters and its own
 Adam state (``RowAdam``). A window whose teacher-forced argmax is right at every position by at least
-``margin + CANDIDATE_SLACK`` logits is frozen at once -- the exact vector that passed, not one more Adam
+``margin + CANDIDATE_SLACK`` logits is frozen at once -- the exact code that passed, not one more Adam
 step -- and its slot is given to the next waiting window. Frozen candidates are then proven by
 ``verify`` (the decompressor's own decode path, which must reproduce the window with every position's
 top logit ahead of the runner-up by ``margin``); a candidate that fails goes back to optimization with
-a doubled target. A window still unproven after ``steps`` steps is returned without a vector (the caller stores
-it raw).
+a doubled target. A window still unproven after ``steps`` steps is returned without a code (the caller stores it
+raw).
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .decoder import STORED_DTYPE
+from .codes import VectorCode
 
 
 @dataclass(frozen=True)
 class OptimizerSettings:
     steps: int = 300  # optimizer steps per window before it is given up
-    lr: float = 0.01
+    lr: float | None = None  # Adam step; None: the vector code's own default (VectorCode.default_lr)
     batch: int = 16  # windows optimized together
     margin: float = 0.5  # required logit margin (top-1 minus runner-up) at every replayed position
     betas: tuple[float, float] = (0.9, 0.999)
@@ -48,17 +50,17 @@ CANDIDATE_SLACK = 0.1
 
 @dataclass
 class WindowResult:
-    vector: torch.Tensor | None  # stored dtype, [d]; None when the window did not converge
+    code: bytes | None  # the verified stored code; None when the window did not converge
     steps: int  # optimizer steps spent on this window
     verify_failures: int = 0
-    last: torch.Tensor | None = None  # stored dtype: the verified vector, or where a failed window ended
+    last: bytes | None = None  # stored code: the verified one, or where a failed window ended
 
 
 class RowAdam:
     """Adam where each row of the parameter matrix is an independent problem with its own step count."""
 
-    def __init__(self, settings: OptimizerSettings):
-        self.lr = settings.lr
+    def __init__(self, settings: OptimizerSettings, lr: float):
+        self.lr = lr
         self.b1, self.b2 = settings.betas
         self.eps = settings.eps
 
@@ -76,24 +78,20 @@ class RowAdam:
 class _Window:
     index: int
     tokens: list[int]
-    vector: torch.Tensor  # fp32 master copy [d]
+    params: torch.Tensor  # fp32 master copy of the code's parameters [dim]
     m: torch.Tensor
     v: torch.Tensor
     t: float = 0.0
     steps: int = 0
     margin: float = 0.0
     verify_failures: int = 0
-    candidate: torch.Tensor | None = field(default=None, repr=False)
-
-
-def initial_vector(lm) -> torch.Tensor:
-    """Start every window from the mean input embedding (a point inside the embedding cloud)."""
-    return lm.mean_embedding().clone()
+    candidate: bytes | None = field(default=None, repr=False)
 
 
 def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
     """Forward a batch of rows, each ``[prefix, vector, tokens[:-1]]``.
 
+    ``vectors`` are used as given (the caller has already made them what the decoder will see).
     Returns (per-row mean cross-entropy [B], per-position margins [B, L]): the target's logit minus the
     best other logit (> 0 where the argmax is right; +inf on padding).
     """
@@ -104,9 +102,8 @@ def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
     for row, w in enumerate(windows):
         ids[row, : len(w)] = torch.tensor(w, dtype=torch.long)
         mask[row, : len(w)] = True
-    stored = vectors + (vectors.to(STORED_DTYPE).to(vectors.dtype) - vectors).detach()
     prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=device))
-    embeds = torch.cat([prefix, stored.unsqueeze(1), lm.embed(ids[:, :-1])], dim=1)
+    embeds = torch.cat([prefix, vectors.unsqueeze(1), lm.embed(ids[:, :-1])], dim=1)
     logits = lm.model(inputs_embeds=embeds, logits_to_keep=longest).logits.float()  # [n, longest, V]
     ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
     loss = (ce * mask).sum(dim=1) / mask.sum(dim=1)
@@ -121,21 +118,22 @@ def optimize_windows(
     lm,
     windows: Sequence[Sequence[int]],
     settings: OptimizerSettings,
-    verify: Callable[[torch.Tensor, list[list[int]]], list[bool]],
+    code: VectorCode,
+    verify: Callable[[list[bytes], list[list[int]]], list[bool]],
     on_progress: Callable[[int, int], None] | None = None,
     on_result: Callable[[int, WindowResult], None] | None = None,
 ) -> list[WindowResult]:
-    """Find a verified stored-dtype vector for every window that converges within the step budget.
+    """Find a verified stored code for every window that converges within the step budget.
 
-    ``verify(vectors, windows)`` must return, per row, whether decoding reproduces the window exactly
+    ``verify(codes, windows)`` must return, per row, whether decoding reproduces the window exactly
     (with the required safety margin). ``on_progress(windows_finished, total_steps)`` is called after
     every optimizer step, ``on_result(index, result)`` the moment a window is finished.
     """
     results: list[WindowResult | None] = [None] * len(windows)
     if not windows:
         return []
-    init = initial_vector(lm)
-    adam = RowAdam(settings)
+    init = code.initial()
+    adam = RowAdam(settings, settings.lr if settings.lr is not None else code.default_lr)
     waiting: deque[_Window] = deque(
         _Window(i, list(w), init.clone(), torch.zeros_like(init), torch.zeros_like(init),
                 margin=settings.margin + CANDIDATE_SLACK)
@@ -145,17 +143,17 @@ def optimize_windows(
     candidates: list[_Window] = []
     finished = total_steps = 0
 
-    def finish(w: _Window, vector: torch.Tensor | None) -> None:
+    def finish(w: _Window, stored: bytes | None) -> None:
         nonlocal finished
-        last = vector if vector is not None else w.vector.detach().to(STORED_DTYPE)
-        results[w.index] = WindowResult(vector, w.steps, w.verify_failures, last)
+        last = stored if stored is not None else code.quantize(w.params.unsqueeze(0))[0]
+        results[w.index] = WindowResult(stored, w.steps, w.verify_failures, last)
         finished += 1
         if on_result is not None:
             on_result(w.index, results[w.index])
 
     def verify_candidates() -> None:
-        vecs = torch.stack([w.candidate for w in candidates])
-        for w, ok in zip(candidates, verify(vecs, [w.tokens for w in candidates])):
+        codes = [w.candidate for w in candidates]
+        for w, ok in zip(candidates, verify(codes, [w.tokens for w in candidates])):
             if ok:
                 finish(w, w.candidate)
             else:
@@ -176,8 +174,8 @@ def optimize_windows(
             continue
         if not active:
             continue
-        x = torch.stack([w.vector for w in active]).requires_grad_(True)
-        loss, margins = teacher_forced(lm, x, [w.tokens for w in active])
+        x = torch.stack([w.params for w in active]).requires_grad_(True)
+        loss, margins = teacher_forced(lm, code.train_view(x), [w.tokens for w in active])
         margin = margins.amin(dim=1)
         (grad,) = torch.autograd.grad(loss.sum(), x)
         new_x, new_m, new_v, new_t = adam.step(
@@ -191,10 +189,10 @@ def optimize_windows(
         still_active = []
         for row, w in enumerate(active):
             if margin[row].item() >= w.margin:
-                w.candidate = x[row].detach().to(STORED_DTYPE)  # exactly the values that passed
+                w.candidate = code.quantize(x[row : row + 1])[0]  # exactly the code that passed
                 candidates.append(w)
                 continue
-            w.vector, w.m, w.v, w.t = new_x[row], new_m[row], new_v[row], float(new_t[row])
+            w.params, w.m, w.v, w.t = new_x[row], new_m[row], new_v[row], float(new_t[row])
             w.steps += 1
             if w.steps >= settings.steps:
                 finish(w, None)

@@ -8,9 +8,10 @@ from memzip import CompressSettings, OptimizerSettings
 
 
 def test_quick_bench_on_the_tiny_model(lm, tmp_path):
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=20, lr=0.1))
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=20, lr=0.1), store="always")
+    full = parse_variant("full:window=4,steps=20,vectors=full,store=always")
     paper_settings = {30: OptimizerSettings(steps=10, lr=0.1, batch=20)}
-    summary = run(lm, corpora.quick(), [("memzip", settings)], [30], paper_settings, tmp_path, "test", say=lambda _: None)
+    summary = run(lm, corpora.quick(), [("memzip", settings), full], [30], paper_settings, tmp_path, "test", say=lambda _: None)
     rows = summary["rows"]
     methods = {r["method"] for r in rows}
     assert {"gzip -9", "bzip2 -9", "xz -9e", "zstd -19", "memzip"} <= methods
@@ -26,12 +27,22 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
     written = json.loads((tmp_path / "summary.json").read_text())
     assert written["rows"] == rows and "machine" in written
     assert "| memzip |" in (tmp_path / "summary.md").read_text()
-    assert (tmp_path / "compression.png").stat().st_size > 1000 and (tmp_path / "paper.png").stat().st_size > 1000
+    assert mz["bits_per_vector"] == 16 + 64 * 4 and mz["settings"]["vectors"] == "rank 64, 4-bit"  # rank capped at 64
+    assert sum(mz["sections"].values()) + 70 == mz["output_bytes"]  # 14 preamble + 3 x 8 lengths + 32 trailer
+    mz_full = next(r for r in rows if r["method"] == "memzip full")
+    assert mz_full["bits_per_vector"] == 64 * 16 and mz_full["exact"]
+    for name in ("compression.png", "paper.png", "codes.png"):
+        assert (tmp_path / name).stat().st_size > 1000
 
 
 def test_variant_parsing():
     label, s = parse_variant("w32:window=32,steps=400,lr=0.02")
     assert label == "memzip w32" and s.window == 32 and s.optimizer.steps == 400 and s.optimizer.lr == 0.02
+    assert s.vectors == CompressSettings().vectors
+    _, s = parse_variant("r64:rank=64,bits=3")
+    assert (s.vectors.code, s.vectors.rank, s.vectors.bits) == ("compact", 64, 3)
+    assert parse_variant("f:vectors=full")[1].vectors.code == "full"
+    assert parse_variant("a:store=always")[1].store == "always" and parse_variant("d:")[1].store == "smaller"
 
 
 def test_reproducibility_measurement_on_the_tiny_model(lm):
@@ -40,7 +51,7 @@ def test_reproducibility_measurement_on_the_tiny_model(lm):
 
     from tiny import TRAINING_TEXT
 
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0))
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0), store="always")
     c = container.read(compress(TRAINING_TEXT[:60].encode(), lm, settings))
     result = reproducibility.measure(lm, c, [1, 2, 5], [1, 2], say=lambda _t: None)
     assert len(result["runs"]) == 6 and result["windows"] == c.window_count

@@ -9,7 +9,7 @@ import pytest
 from memzip import container
 from memzip.cli import main
 
-FAST = ["--window", "4", "--steps", "40", "--lr", "0.1", "-q"]
+FAST = ["--window", "4", "--steps", "40", "--lr", "0.1", "--store", "always", "-q"]
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from memzip.model import fingerprint
 from tiny import tiny_lm
 
 # Settings under which the tiny random model memorizes some short windows (and quickly gives up on others).
-QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8))
-CHEAP = CompressSettings(window=4, optimizer=OptimizerSettings(steps=2, lr=0.3, batch=8))
+QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), store="always")
+CHEAP = CompressSettings(window=4, optimizer=OptimizerSettings(steps=2, lr=0.3, batch=8), store="always")
 
 SAMPLES = {
     "empty": b"",
@@ -97,8 +97,14 @@ def test_wrong_vector_fails_the_checksum_and_returns_nothing(lm):
     blob = compress(b"The quick brown fox jumps over the lazy dog.", lm, QUICK)
     assert container.read(blob).window_count >= 1
 
-    def negate(c):
-        c.vectors = -c.vectors  # still a well-formed container, but decodes to other tokens
+    def negate(c):  # still well-formed codes, but they decode to other tokens
+        assert c.vector_spec.code == "compact"
+        size = c.vector_spec.code_bytes(c.header["hidden_size"])
+        codes = bytearray(c.codes)
+        for start in range(0, len(codes), size):
+            q = torch.frombuffer(bytearray(codes[start + 2 : start + size]), dtype=torch.int8)
+            codes[start + 2 : start + size] = (-q).numpy().tobytes()
+        c.codes = bytes(codes)
 
     with pytest.raises(IntegrityError):
         decompress(_tampered(blob, negate), lm)

@@ -9,13 +9,26 @@ from hypothesis import strategies as st
 
 from bench.fuzz import section_offsets
 from memzip import container
+from memzip.codes import VectorSpec
 from memzip.container import KIND_RAW, KIND_WINDOW, Container
 from memzip.errors import ContainerError
 
 HIDDEN = 8
+COMPACT = {"code": "compact", "rank": 4, "bits": 4, "basis": "embedding-pca-v1", "basis_digest": "0123456789abcdef"}
 
 
-def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=b"\xff\x00raw", original=b"x"):
+def codes_for(n: int, vectors: dict = COMPACT, seed: int = 0) -> bytes:
+    """Valid stored codes for n windows: bf16 vectors, or a positive bf16 scale and 4-bit integers."""
+    g = torch.Generator().manual_seed(seed)
+    if vectors["code"] == "full":
+        return torch.randn(n, HIDDEN, generator=g).to(torch.bfloat16).view(torch.uint8).numpy().tobytes()
+    scale = torch.full((n, 1), 0.1).to(torch.bfloat16).view(torch.uint8)
+    q = torch.randint(-7, 8, (n, vectors["rank"]), generator=g, dtype=torch.int8).view(torch.uint8)
+    return torch.cat([scale, q], dim=1).numpy().tobytes()
+
+
+def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=b"\xff\x00raw", original=b"x",
+         vectors=COMPACT):
     n = sum(1 for k, _ in segments if k == KIND_WINDOW)
     header = {
         "memzip_version": "test",
@@ -25,16 +38,14 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "hidden_size": HIDDEN,
         "window": 4,
         "decode_batch": 64,
-        "vector_dtype": "bfloat16",
+        "vectors": dict(vectors),
         "original_size": 100,
         "original_sha256": hashlib.sha256(original).hexdigest(),
         "settings": {"lr": 0.01},
         "stats": {"windows": 2},
         "environment": {k: "x" for k in container.ENVIRONMENT_KEYS},
     }
-    torch.manual_seed(0)
-    vectors = torch.randn(n, HIDDEN).to(torch.bfloat16)
-    return Container(header, list(segments), vectors, fallback)
+    return Container(header, list(segments), codes_for(n, vectors), fallback)
 
 
 def reseal(body: bytes) -> bytes:
@@ -42,13 +53,15 @@ def reseal(body: bytes) -> bytes:
     return body + hashlib.sha256(body).digest()
 
 
-def test_round_trip():
-    c = make()
+@pytest.mark.parametrize("vectors", [COMPACT, {"code": "full"}])
+def test_round_trip(vectors):
+    c = make(vectors=vectors)
     blob = container.write(c)
     back = container.read(blob)
     assert back.header == c.header
     assert back.segments == c.segments
-    assert torch.equal(back.vectors, c.vectors)
+    assert back.codes == c.codes and len(c.codes) == 2 * back.vector_spec.code_bytes(HIDDEN)
+    assert back.vector_spec == (VectorSpec("compact", 4, 4) if vectors is COMPACT else VectorSpec("full"))
     assert back.fallback == c.fallback
     assert back.sizes == c.sizes
 
@@ -56,7 +69,15 @@ def test_round_trip():
 def test_empty_container_round_trips():
     c = make(segments=(), fallback=b"")
     back = container.read(container.write(c))
-    assert back.segments == [] and back.vectors.shape == (0, HIDDEN) and back.fallback == b""
+    assert back.segments == [] and back.codes == b"" and back.fallback == b""
+    assert back.sizes["vectors"] == 0 and back.sizes["fallback"] == 0
+
+
+def test_writer_refuses_codes_no_reader_would_accept():
+    c = make()
+    c.codes = c.codes[:-1]
+    with pytest.raises(ValueError, match="vector codes"):
+        container.write(c)
 
 
 def test_layout_starts_with_magic_and_version():
@@ -118,11 +139,22 @@ def _with_header(mutate):
         lambda h: h.pop("model_fingerprint"),
         lambda h: h.update(extra=1),
         lambda h: h.update(hidden_size="8"),
-        lambda h: h.update(vector_dtype="float16"),
+        lambda h: h.update(vectors={"code": "float16"}),
+        lambda h: h.update(vectors=[]),
+        lambda h: h["vectors"].update(rank=HIDDEN + 1),  # more numbers than the vector has
+        lambda h: h["vectors"].update(rank=0),
+        lambda h: h["vectors"].update(bits=1),
+        lambda h: h["vectors"].update(bits=9),
+        lambda h: h["vectors"].update(bits=True),
+        lambda h: h["vectors"].update(basis="gaussian"),
+        lambda h: h["vectors"].update(basis_digest="xyz"),
+        lambda h: h["vectors"].pop("basis_digest"),
+        lambda h: h["vectors"].update(rank=3),  # codes section no longer matches the windows
+        lambda h: h.update(vectors={"code": "full"}),  # codes section no longer matches the windows
         lambda h: h.update(decode_batch=0),
         lambda h: h.update(original_size=-1),
         lambda h: h.update(original_size=3),  # smaller than the raw spans
-        lambda h: h.update(hidden_size=9),  # does not match the vectors
+        lambda h: h.update(hidden_size=3),  # narrower than the rank of the codes
         lambda h: h.update(original_sha256="xyz"),
         lambda h: h.update(prefix_id=True),
         lambda h: h.update(window=container.MAX_WINDOW_TOKENS + 1),
@@ -153,15 +185,19 @@ def test_raw_lengths_must_match_the_fallback_even_with_a_valid_trailer():
         container.read(_write_unchecked(c))
 
 
-def _write_unchecked(c: Container) -> bytes:
-    """Serialize without the writer's own validation of vectors vs segments."""
-    from safetensors.torch import save
+def _zstd(data: bytes, **options) -> bytes:
     import zstandard
 
+    return zstandard.ZstdCompressor(**options).compress(data) if data else b""
+
+
+def _write_unchecked(c: Container, codes_section: bytes | None = None) -> bytes:
+    """Serialize without the writer's own validation of codes vs segments."""
     header = json.dumps(c.header).encode()
     table = b"".join(struct.pack("<BI", k, n) for k, n in c.segments)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
-    for section in (table, save({"vectors": c.vectors}), zstandard.ZstdCompressor().compress(c.fallback) if c.fallback else b""):
+    codes = _zstd(c.codes) if codes_section is None else codes_section
+    for section in (table, codes, _zstd(c.fallback)):
         parts += [struct.pack("<Q", len(section)), section]
     return reseal(b"".join(parts))
 
@@ -169,16 +205,52 @@ def _write_unchecked(c: Container) -> bytes:
 @pytest.mark.parametrize("segments", [((2, 3),), ((KIND_WINDOW, 0),), ((KIND_RAW, 0),), ((KIND_WINDOW, 1 << 17),)])
 def test_bad_segment_entries(segments):
     c = make(segments=segments, fallback=b"")
-    c.vectors = torch.zeros((sum(1 for k, _ in segments if k == KIND_WINDOW), HIDDEN), dtype=torch.bfloat16)
     with pytest.raises(ContainerError):
         container.read(_write_unchecked(c))
 
 
-def test_non_finite_vectors_are_rejected():
-    c = make()
-    c.vectors[0, 0] = float("nan")
+def _one_bad_code(vectors, byte, value):
+    c = make(vectors=vectors)
+    codes = bytearray(c.codes)
+    codes[byte] = value
+    c.codes = bytes(codes)
+    return _write_unchecked(c)
+
+
+def test_non_finite_full_vectors_are_rejected():
+    nan = torch.tensor([float("nan")], dtype=torch.bfloat16).view(torch.uint8)
+    c = make(vectors={"code": "full"})
+    codes = bytearray(c.codes)
+    codes[0:2] = bytes(nan.tolist())
+    c.codes = bytes(codes)
     with pytest.raises(ContainerError, match="non-finite"):
         container.read(_write_unchecked(c))
+
+
+@pytest.mark.parametrize("byte,value,message", [
+    (1, 0x80, "scales"),  # scale -0.1: sign bit set
+    (1, 0x7F, "scales"),  # scale with an all-ones exponent: inf or nan
+    (2, 8, "exceed 4 bits"),  # code 8 > 7
+    (3, 0xF8, "exceed 4 bits"),  # code -8 < -7
+])
+def test_impossible_compact_codes_are_rejected(byte, value, message):
+    blob = _one_bad_code(COMPACT, byte, value)
+    if byte == 1 and value == 0x7F:
+        c = make()
+        codes = bytearray(c.codes)
+        codes[0:2] = b"\x80\x7f"  # bf16 +inf
+        c.codes = bytes(codes)
+        blob = _write_unchecked(c)
+    with pytest.raises(ContainerError, match=message):
+        container.read(blob)
+
+
+def test_codes_section_must_hold_exactly_the_declared_size():
+    c = make()
+    for section in (_zstd(c.codes + b"\x00"), _zstd(c.codes[:-1]), b"", c.codes,
+                    _zstd(c.codes, write_content_size=False)):
+        with pytest.raises(ContainerError, match="vectors"):
+            container.read(_write_unchecked(c, section))
 
 
 @pytest.mark.parametrize("section", [0, 1, 2])
@@ -208,7 +280,6 @@ def test_deeply_nested_header_json_is_a_clean_error():
 def test_raw_spans_claiming_more_than_zstd_can_expand_are_refused():
     c = make(segments=((KIND_RAW, 0xFFFFFFFF), (KIND_RAW, 0xFFFFFFFF)), fallback=b"tiny")
     c.header["original_size"] = 1 << 40
-    c.vectors = torch.zeros((0, HIDDEN), dtype=torch.bfloat16)
     with pytest.raises(ContainerError, match="more bytes than the fallback"):
         container.read(_write_unchecked(c))
 
@@ -218,20 +289,13 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
     import zstandard
 
     c = make(segments=((KIND_RAW, 10),), fallback=b"")
-    c.vectors = torch.zeros((0, HIDDEN), dtype=torch.bfloat16)
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
     header = json.dumps(c.header).encode()
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
-    for section in (struct.pack("<BI", KIND_RAW, 10), save_vectors(c.vectors), bomb):
+    for section in (struct.pack("<BI", KIND_RAW, 10), b"", bomb):
         parts += [struct.pack("<Q", len(section)), section]
     with pytest.raises(ContainerError, match="fallback"):
         container.read(reseal(b"".join(parts)))
-
-
-def save_vectors(vectors):
-    from safetensors.torch import save
-
-    return save({"vectors": vectors})
 
 
 @settings(max_examples=300, deadline=None)

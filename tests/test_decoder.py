@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip.codec import stored_vectors
 from memzip.decoder import replay, reproduces
 from tiny import TRAINING_TEXT
 
-SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0))
+SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0), store="always")
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +25,14 @@ def _lengths(c):
 
 def test_replay_is_identical_for_every_batch_size_and_thread_count(lm, stored):
     lengths = _lengths(stored)
-    ref_tokens, ref_gaps = replay(lm, stored.vectors, lengths, 64, 0)
+    ref_tokens, ref_gaps = replay(lm, stored_vectors(stored, lm), lengths, 64, 0)
     ref = torch.tensor([g for row in ref_gaps for g in row])
     before = torch.get_num_threads()
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             for batch in range(1, len(lengths) + 1):
-                tokens, gaps = replay(lm, stored.vectors, lengths, batch, 0)
+                tokens, gaps = replay(lm, stored_vectors(stored, lm), lengths, batch, 0)
                 assert tokens == ref_tokens, (threads, batch)
                 diff = (torch.tensor([g for row in gaps for g in row]) - ref).abs().max().item()
                 assert diff < 1e-3, (threads, batch, diff)  # numeric noise, far below the margin
@@ -40,26 +41,26 @@ def test_replay_is_identical_for_every_batch_size_and_thread_count(lm, stored):
 
 
 def test_every_stored_window_clears_the_required_margin(lm, stored):
-    _, gaps = replay(lm, stored.vectors, _lengths(stored), 64, 0)
+    _, gaps = replay(lm, stored_vectors(stored, lm), _lengths(stored), 64, 0)
     assert min(min(row) for row in gaps) >= SETTINGS.optimizer.margin
 
 
 def test_reproduces_rejects_a_window_whose_margin_is_too_small(lm, stored):
     lengths = _lengths(stored)
-    tokens, gaps = replay(lm, stored.vectors[:1], lengths[:1], 1, 0)
+    tokens, gaps = replay(lm, stored_vectors(stored, lm)[:1], lengths[:1], 1, 0)
     smallest = min(gaps[0])
-    assert reproduces(lm, stored.vectors[:1], tokens, smallest - 1e-3, 1) == [True]
-    assert reproduces(lm, stored.vectors[:1], tokens, smallest + 1e-3, 1) == [False]
+    assert reproduces(lm, stored_vectors(stored, lm)[:1], tokens, smallest - 1e-3, 1) == [True]
+    assert reproduces(lm, stored_vectors(stored, lm)[:1], tokens, smallest + 1e-3, 1) == [False]
     wrong = [tokens[0][:-1] + [(tokens[0][-1] + 1) % 400]]
-    assert reproduces(lm, stored.vectors[:1], wrong, 0.0, 1) == [False]
+    assert reproduces(lm, stored_vectors(stored, lm)[:1], wrong, 0.0, 1) == [False]
 
 
 def test_a_higher_margin_still_round_trips(lm):
     data = TRAINING_TEXT[:80].encode()
-    strict = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=3.0))
+    strict = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=3.0), store="always")
     blob = compress(data, lm, strict)
     c = container.read(blob)
     if c.window_count:
-        _, gaps = replay(lm, c.vectors, _lengths(c), 64, 0)
+        _, gaps = replay(lm, stored_vectors(c, lm), _lengths(c), 64, 0)
         assert min(min(row) for row in gaps) >= 3.0
     assert decompress(blob, lm) == data

@@ -1,7 +1,11 @@
+import pytest
 import torch
 
-from memzip.decoder import STORED_DTYPE, greedy_decode
+from memzip.codes import VectorCode, VectorSpec
+from memzip.decoder import greedy_decode
 from memzip.optimizer import OptimizerSettings, RowAdam, optimize_windows, teacher_forced
+
+SPECS = [VectorSpec("full"), VectorSpec("compact", 32, 4)]
 
 
 def test_row_adam_matches_torch_adam_per_row():
@@ -11,7 +15,7 @@ def test_row_adam_matches_torch_adam_per_row():
     ref = x0.clone().requires_grad_(True)
     opt = torch.optim.Adam([ref], lr=settings.lr, betas=settings.betas, eps=settings.eps)
     x, m, v, t = x0.clone(), torch.zeros(3, 5), torch.zeros(3, 5), torch.zeros(3)
-    adam = RowAdam(settings)
+    adam = RowAdam(settings, settings.lr)
     for step in range(6):
         grad = torch.randn(3, 5)
         opt.zero_grad()
@@ -23,7 +27,7 @@ def test_row_adam_matches_torch_adam_per_row():
 
 def test_row_adam_rows_are_independent():
     settings = OptimizerSettings(lr=0.1)
-    adam = RowAdam(settings)
+    adam = RowAdam(settings, settings.lr)
     grad = torch.ones(2, 4)
     x, m, v, t = adam.step(torch.zeros(2, 4), grad, torch.zeros(2, 4), torch.zeros(2, 4), torch.tensor([0.0, 10.0]))
     assert not torch.allclose(x[0], x[1])  # different step counts give different bias corrections
@@ -35,26 +39,29 @@ def _windows(lm, text, size):
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def test_converged_windows_keep_the_exact_vector_that_passed(lm):
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.code)
+def test_converged_windows_keep_the_exact_code_that_passed(lm, spec):
     windows = _windows(lm, "The quick brown fox jumps over the lazy dog. Memory tokens", 4)
+    code = VectorCode(spec, lm)
     seen = []
 
-    def verify(vectors, tokens):
-        seen.append(vectors.clone())
-        decoded = greedy_decode(lm, vectors, [len(t) for t in tokens], 64, lm.prefix_id)
+    def verify(codes, tokens):
+        seen.extend(codes)
+        decoded = greedy_decode(lm, code.rebuild(codes), [len(t) for t in tokens], 64, lm.prefix_id)
         return [d == t for d, t in zip(decoded, tokens)]
 
-    results = optimize_windows(lm, windows, OptimizerSettings(steps=60, lr=0.1, batch=4), verify)
-    done = [r for r in results if r.vector is not None]
+    lr = 0.1 if spec.code == "full" else 0.3
+    results = optimize_windows(lm, windows, OptimizerSettings(steps=60, lr=lr, batch=4), code, verify)
+    done = [r for r in results if r.code is not None]
     assert done, "the tiny model should memorize at least one 4-token window"
-    verified_rows = torch.cat(seen)
     for r, window in zip(results, windows):
-        if r.vector is None:
+        if r.code is None:
             continue
-        assert r.vector.dtype == STORED_DTYPE
-        assert any(torch.equal(r.vector, row) for row in verified_rows)  # returned exactly as verified
-        assert greedy_decode(lm, r.vector[None], [len(window)], 1, lm.prefix_id)[0] == window
-        _, margins = teacher_forced(lm, r.vector.float()[None], [window])
+        assert len(r.code) == spec.code_bytes(lm.hidden_size)
+        assert r.code in seen  # returned exactly as verified
+        vector = code.rebuild([r.code])
+        assert greedy_decode(lm, vector, [len(window)], 1, lm.prefix_id)[0] == window
+        _, margins = teacher_forced(lm, vector, [window])
         assert margins.shape == (1, len(window)) and margins.min().item() > 0
 
 
@@ -67,8 +74,8 @@ def test_failed_verification_is_retried_then_given_up(lm):
         return [False] * len(tokens)
 
     settings = OptimizerSettings(steps=60, lr=0.3, batch=8)
-    results = optimize_windows(lm, windows, settings, never)
-    assert all(r.vector is None for r in results)
+    results = optimize_windows(lm, windows, settings, VectorCode(VectorSpec("full"), lm), never)
+    assert all(r.code is None for r in results)
     assert all(r.steps <= settings.steps for r in results)
     assert sum(r.verify_failures for r in results) == sum(calls)
 
@@ -77,9 +84,9 @@ def test_step_budget_is_respected(lm):
     windows = _windows(lm, "compression is prediction; prediction is compression", 16)
     progress = []
     results = optimize_windows(
-        lm, windows, OptimizerSettings(steps=5, lr=1e-6, batch=2), lambda v, t: [False] * len(t),
-        lambda finished, steps: progress.append((finished, steps)),
+        lm, windows, OptimizerSettings(steps=5, lr=1e-6, batch=2), VectorCode(VectorSpec(), lm),
+        lambda v, t: [False] * len(t), lambda finished, steps: progress.append((finished, steps)),
     )
-    assert [r.vector for r in results] == [None] * len(windows)
+    assert [r.code for r in results] == [None] * len(windows)
     assert all(r.steps == 5 for r in results)
     assert progress[-1][0] == len(windows)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip.codec import stored_vectors
 from memzip.decoder import replay
 from memzip.errors import ModelMismatchError
 
 pytestmark = pytest.mark.model
 
-SHORT = CompressSettings(window=16, optimizer=OptimizerSettings(steps=200))
+SHORT = CompressSettings(window=16, optimizer=OptimizerSettings(steps=200), store="always")
 
 
 @pytest.mark.parametrize(
@@ -32,13 +33,13 @@ def test_prose_round_trips_through_memory_vectors(real_lm, data):
     # every stored window replays identically with other batch sizes and thread counts, and clears the margin
     c = container.read(blob)
     lengths = [n for kind, n in c.segments if kind == container.KIND_WINDOW]
-    ref, ref_gaps = replay(real_lm, c.vectors, lengths, c.header["decode_batch"], c.header["prefix_id"])
+    ref, ref_gaps = replay(real_lm, stored_vectors(c, real_lm), lengths, c.header["decode_batch"], c.header["prefix_id"])
     assert min(min(g) for g in ref_gaps) >= SHORT.optimizer.margin
     before = torch.get_num_threads()
     try:
         for threads, batch in ((1, 1), (2, 1), (1, len(lengths))):
             torch.set_num_threads(threads)
-            tokens, gaps = replay(real_lm, c.vectors, lengths, batch, c.header["prefix_id"])
+            tokens, gaps = replay(real_lm, stored_vectors(c, real_lm), lengths, batch, c.header["prefix_id"])
             assert tokens == ref
             assert max(abs(a - b) for g, h in zip(gaps, ref_gaps) for a, b in zip(g, h)) < 0.01
     finally:

@@ -14,17 +14,22 @@ from memzip.journal import Journal
 from memzip.optimizer import WindowResult
 from tiny import TRAINING_TEXT
 
-QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4))
+QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4), store="always")
 IDENTITY = {"input_sha256": "ab" * 32, "settings": {"betas": (0.9, 0.999)}}
-HIDDEN = 8
+CODE_BYTES = 10
 
 
-def _vector(seed: int) -> torch.Tensor:
-    return torch.randn(HIDDEN, generator=torch.Generator().manual_seed(seed)).to(torch.bfloat16)
+def _code(seed: int) -> bytes:
+    """A stored code (the journal treats codes as opaque bytes of a fixed size)."""
+    return torch.randint(0, 256, (CODE_BYTES,), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8).numpy().tobytes()
+
+
+def _code_bytes(lm, settings: CompressSettings) -> int:
+    return settings.vectors.fitted(lm.hidden_size).code_bytes(lm.hidden_size)
 
 
 def _journal_with(path, results: dict) -> Journal:
-    j = Journal(path, IDENTITY, HIDDEN)
+    j = Journal(path, IDENTITY, CODE_BYTES)
     j.open()
     for index, result in results.items():
         j.record(index, result)
@@ -34,47 +39,47 @@ def _journal_with(path, results: dict) -> Journal:
 
 def test_journal_reads_back_exactly_what_was_recorded(tmp_path):
     path = tmp_path / "f.mz.part"
-    _journal_with(path, {3: WindowResult(_vector(1), 17), 0: WindowResult(None, 60), 5: WindowResult(_vector(2), 4)})
-    back = Journal(path, IDENTITY, HIDDEN)
+    _journal_with(path, {3: WindowResult(_code(1), 17), 0: WindowResult(None, 60), 5: WindowResult(_code(2), 4)})
+    back = Journal(path, IDENTITY, CODE_BYTES)
     assert not back.discarded_stale and sorted(back.done) == [0, 3, 5]
-    assert torch.equal(back.done[3].vector, _vector(1)) and back.done[3].steps == 17
-    assert back.done[0].vector is None and back.done[0].steps == 60
+    assert back.done[3].code == _code(1) and back.done[3].steps == 17
+    assert back.done[0].code is None and back.done[0].steps == 60
 
 
 def test_torn_last_record_is_dropped_and_appending_continues(tmp_path):
     path = tmp_path / "f.mz.part"
-    _journal_with(path, {0: WindowResult(_vector(1), 5), 1: WindowResult(_vector(2), 6)})
+    _journal_with(path, {0: WindowResult(_code(1), 5), 1: WindowResult(_code(2), 6)})
     blob = path.read_bytes()
-    for cut in range(1, 4 + 9 + 2 * HIDDEN):  # the process died while writing the last record
+    for cut in range(1, 4 + 9 + CODE_BYTES):  # the process died while writing the last record
         path.write_bytes(blob[:-cut])
-        back = Journal(path, IDENTITY, HIDDEN)
+        back = Journal(path, IDENTITY, CODE_BYTES)
         assert sorted(back.done) == [0]
     back.open()
-    back.record(7, WindowResult(_vector(3), 9))
+    back.record(7, WindowResult(_code(3), 9))
     back.close()
-    again = Journal(path, IDENTITY, HIDDEN)
-    assert sorted(again.done) == [0, 7] and torch.equal(again.done[7].vector, _vector(3))
+    again = Journal(path, IDENTITY, CODE_BYTES)
+    assert sorted(again.done) == [0, 7] and again.done[7].code == _code(3)
 
 
 def test_corrupted_record_stops_the_journal_there(tmp_path):
     path = tmp_path / "f.mz.part"
-    _journal_with(path, {0: WindowResult(_vector(1), 5), 1: WindowResult(_vector(2), 6)})
+    _journal_with(path, {0: WindowResult(_code(1), 5), 1: WindowResult(_code(2), 6)})
     blob = bytearray(path.read_bytes())
-    blob[-10] ^= 0x40  # inside the second record's vector
+    blob[-10] ^= 0x40  # inside the second record's code
     path.write_bytes(bytes(blob))
-    assert sorted(Journal(path, IDENTITY, HIDDEN).done) == [0]
+    assert sorted(Journal(path, IDENTITY, CODE_BYTES).done) == [0]
 
 
-@pytest.mark.parametrize("content", [b"", b"MZJ1 {\"input_sha256\": \"other\"}\n", b"garbage\n\x00\x01", b"MZJ1 [[[["])
+@pytest.mark.parametrize("content", [b"", b"MZJ2 {\"input_sha256\": \"other\"}\n", b"garbage\n\x00\x01", b"MZJ2 [[[["])
 def test_journal_of_another_run_or_garbage_is_not_used(tmp_path, content):
     path = tmp_path / "f.mz.part"
     path.write_bytes(content)
-    j = Journal(path, IDENTITY, HIDDEN)
+    j = Journal(path, IDENTITY, CODE_BYTES)
     assert j.done == {} and j.discarded_stale
     j.open()  # starts over
-    j.record(0, WindowResult(_vector(1), 5))
+    j.record(0, WindowResult(_code(1), 5))
     j.close()
-    assert sorted(Journal(path, IDENTITY, HIDDEN).done) == [0]
+    assert sorted(Journal(path, IDENTITY, CODE_BYTES).done) == [0]
 
 
 def test_compress_journals_every_window_and_a_rerun_optimizes_nothing(lm, tmp_path, monkeypatch):
@@ -82,7 +87,7 @@ def test_compress_journals_every_window_and_a_rerun_optimizes_nothing(lm, tmp_pa
     path = str(tmp_path / "f.mz.part")
     first = compress(data, lm, QUICK, journal_path=path)
     n = container.read(first).header["stats"]["windows"]
-    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), lm.hidden_size).done) == n
+    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), _code_bytes(lm, QUICK)).done) == n
     seen = []
     real = codec.optimize_windows
     monkeypatch.setattr(codec, "optimize_windows", lambda lm_, windows, *a: seen.append(len(windows)) or real(lm_, windows, *a))
@@ -109,7 +114,7 @@ def test_interrupted_compress_resumes_from_the_finished_windows(lm, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         compress(data, lm, QUICK, journal_path=path)
     monkeypatch.setattr(Journal, "record", real_record)
-    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), lm.hidden_size).done) == 3
+    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), _code_bytes(lm, QUICK)).done) == 3
     report = []
     blob = compress(data, lm, QUICK, report=report, journal_path=path)
     assert report[0].resumed == 3
@@ -120,7 +125,7 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
     data = TRAINING_TEXT[:60].encode()
     path = str(tmp_path / "f.mz.part")
     compress(data, lm, QUICK, journal_path=path)
-    other = CompressSettings(window=5, optimizer=QUICK.optimizer)
+    other = CompressSettings(window=5, optimizer=QUICK.optimizer, store="always")
     report = []
     blob = compress(data, lm, other, report=report, journal_path=path)
     assert report[0].resumed == 0 and decompress(blob, lm) == data
@@ -128,8 +133,8 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
 
 # --- the real command, killed and interrupted in a subprocess --------------------------------------
 
-SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "--threads", "1"]
-RECORD = 9 + 64 * 2 + 4  # journal record of a window stored as a vector (tiny model: hidden 64)
+SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "--threads", "1", "--store", "always"]
+RECORD = 9 + 2 + 64 + 4  # journal record of a window stored as a vector (tiny model: compact rank capped at 64)
 
 
 def _start(tiny_model_dir, text_file):
