@@ -15,6 +15,9 @@ from memzip.codes import VectorSpec
 from . import corpora, methods, model_limit, paper, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Besides memzip's defaults: vectors tried for every window, with the default compact code and with the
+# paper's full bf16 vectors (both expand text; they show what the vectors cost and how often they verify).
+DEFAULT_VARIANTS = ["compact-always:store=always", "full-always:vectors=full,store=always"]
 
 
 def parse_variant(text: str) -> tuple[str, CompressSettings]:
@@ -78,7 +81,10 @@ def main(argv=None) -> int:
     p.add_argument("--max-bytes", type=int, help="use only the first N bytes of each corpus")
     p.add_argument("--pydoc-bytes", type=int, default=4000, help="size of the pydoc_data sample (default 4000)")
     p.add_argument("--no-default-corpora", action="store_true", help="only the files given")
-    p.add_argument("--variant", action="append", default=[], help="extra memzip run, e.g. 'w32:window=32,steps=400'")
+    p.add_argument("--variant", action="append", default=[],
+                   help="memzip run besides the default, e.g. 'w32:window=32,steps=400' or 'r128:rank=128,bits=6,store=always' "
+                   f"(default: {' '.join(DEFAULT_VARIANTS)})")
+    p.add_argument("--only-default", action="store_true", help="memzip with its default settings only (no variants)")
     p.add_argument("--paper-sizes", default="100,1000", help="chunk lengths in characters (default 100,1000)")
     p.add_argument("--paper-steps", default="100:300,1000:40",
                    help="step budget per chunk length (default 100:300,1000:40: 1000-char chunks cost ~53 s per step on 2 CPU cores)")
@@ -90,7 +96,8 @@ def main(argv=None) -> int:
     from memzip.model import installed_packaged_models, load_model
 
     lm = load_model(args.model)
-    variants = [("memzip", CompressSettings())] + [parse_variant(v) for v in args.variant]
+    extra_variants = [] if args.only_default else args.variant or DEFAULT_VARIANTS
+    variants = [("memzip", CompressSettings())] + [parse_variant(v) for v in extra_variants]
     sizes = [] if args.no_paper else [int(s) for s in args.paper_sizes.split(",") if s]
     budget = dict(item.split(":") for item in args.paper_steps.split(",") if item)
     paper_settings = {int(k): OptimizerSettings(steps=int(v), batch=20) for k, v in budget.items()}
@@ -100,7 +107,8 @@ def main(argv=None) -> int:
         sizes = [] if args.no_paper else [40, 80]
         paper_settings = {40: OptimizerSettings(steps=20, batch=20), 80: OptimizerSettings(steps=20, batch=20)}
     else:
-        corpus_list = [] if args.no_default_corpora else [c for c in (corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes)) if c]
+        defaults = [corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes), *corpora.fresh_prose(args.max_bytes)]
+        corpus_list = [] if args.no_default_corpora else [c for c in defaults if c]
     corpus_list += [corpora.from_file(f, args.max_bytes) for f in args.files]
     others = [m for m in installed_packaged_models() if m != lm.model_id and not args.quick] + args.paper_model
     extra = [(spec, load_model(spec)) for spec in others]

@@ -1,5 +1,6 @@
 """Benchmark corpora: the paper's text (from ../shared when present), a CPython documentation sample,
-and any files named on the command line."""
+fresh prose in English and Spanish (bench/texts/, written for memzip in November 2026, so no model has
+seen it), and any files named on the command line."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def pydoc_sample(max_bytes: int) -> Corpus:
 
     text = "\n\n".join(topics[key] for key in sorted(topics))
     return Corpus(f"pydoc_data.topics[:{max_bytes}]", _prefix(text.encode("utf-8"), max_bytes))
+
+
+TEXTS = Path(__file__).resolve().parent / "texts"
+
+
+def fresh_prose(max_bytes: int | None = None) -> list[Corpus]:
+    """Short unseen prose: bench/texts/fresh_en.txt and fresh_es.txt (about 1.3 KB each)."""
+    return [from_file(str(TEXTS / name), max_bytes) for name in ("fresh_en.txt", "fresh_es.txt")]
 
 
 def from_file(path: str, max_bytes: int | None = None) -> Corpus:

@@ -260,7 +260,8 @@ def _info(path: str) -> None:
         f"a vector would have been larger)",
         f"raw bytes:       {raw_bytes} in {len(c.segments) - c.window_count} spans (zstd: {c.sizes['fallback']} B)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
-        f"optimizer steps: median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)",
+        "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
+                               if st.get("steps_median") is not None else "none (no window is stored as a vector)"),
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
         f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
         f"written with:    " + ", ".join(f"{k} {v}" for k, v in h["environment"].items()),

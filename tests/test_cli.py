@@ -105,6 +105,9 @@ def test_bad_files_fail_cleanly_and_write_nothing(tiny_model_dir, text_file, tmp
         (["c", "missing.txt"], "No such file"),
         (["x", "plain.txt"], "unknown suffix"),
         (["info", "plain.txt"], "not a memzip file"),
+        (["c", "plain.txt", "--bits", "9"], "--bits must be 2..8"),
+        (["c", "plain.txt", "--rank", "0"], "--rank must be at least 1"),
+        (["c", "plain.txt", "--lr", "0"], "--lr must be positive"),
     ],
 )
 def test_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
@@ -128,6 +131,25 @@ def test_info_describes_the_file(tiny_model_dir, text_file, tmp_path, capsys):
     assert os.path.abspath(tiny_model_dir) in out
     assert f"{len(text_file.read_bytes())} bytes" in out and "ratio" in out and "as vectors" in out
     assert "in the fallback" in out and "optimizer steps: median" in out
+    assert "compact codes, rank 64, 4-bit, basis embedding-pca-v1" in out  # rank 256 capped at the tiny width
+
+
+def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tmp_path, capsys):
+    full = [a for a in FAST if a != "-q"] + ["--vectors", "full"]
+    assert run("c", text_file, "-o", tmp_path / "full.mz", "--model", tiny_model_dir, *full) == 0
+    summary = capsys.readouterr().err
+    assert "vectors" in summary and "not tried" not in summary
+    assert run("info", tmp_path / "full.mz") == 0
+    assert "full bf16 vectors" in capsys.readouterr().out
+    assert run("c", text_file, "-o", tmp_path / "default.mz", "--model", tiny_model_dir) == 0
+    summary = capsys.readouterr().err
+    assert "0 vectors" in summary and "not tried: a vector would be larger than zstd" in summary
+    assert run("info", tmp_path / "default.mz") == 0
+    assert "of them not tried" in capsys.readouterr().out
+    for name in ("full.mz", "default.mz"):
+        assert run("x", tmp_path / name, "-o", tmp_path / (name + ".out"), "--model", tiny_model_dir, "-q") == 0
+        assert (tmp_path / (name + ".out")).read_bytes() == text_file.read_bytes()
+
 
 
 def test_console_script_in_a_subprocess(tiny_model_dir, text_file, tmp_path):
