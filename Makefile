@@ -28,8 +28,8 @@ demo: install
 	@$(BIN)/memzip x $(DEMO_OUT)/sample.txt.mz
 	@cmp $(DEMO_OUT)/original.txt $(DEMO_OUT)/sample.txt && echo "   restored file is byte-identical"
 	@$(BIN)/memzip info $(DEMO_OUT)/sample.txt.mz
-	@echo "== memzip c --store always: a memory vector tried for every window (compact codes; expands text)"
-	@$(BIN)/memzip c --store always -o $(DEMO_OUT)/always.mz $(DEMO_OUT)/original.txt
+	@echo "== memzip c --vectors full --store always: the paper's full bf16 memory vector for every window (expands text)"
+	@$(BIN)/memzip c --vectors full --store always -o $(DEMO_OUT)/always.mz $(DEMO_OUT)/original.txt
 	@$(BIN)/memzip x -o $(DEMO_OUT)/always.txt $(DEMO_OUT)/always.mz
 	@cmp $(DEMO_OUT)/original.txt $(DEMO_OUT)/always.txt && echo "   restored file is byte-identical"
 	@printf "   for comparison: zstd -19 %s bytes, xz -9e %s bytes\n" \
