@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_WINDOW
-    from .codes import VectorSpec
+    from .codec import DEFAULT_WINDOW, STORE_POLICIES
+    from .codes import CODES, VectorSpec
     from .optimizer import OptimizerSettings
 
     d, v = OptimizerSettings(), VectorSpec()
@@ -55,11 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
     c.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default 0.05 for compact codes, 0.01 for full vectors)")
-    c.add_argument("--vectors", choices=("compact", "full"), default=v.code,
+    c.add_argument("--vectors", choices=CODES, default=v.code,
                    help=f"how memory vectors are stored: compact = a quantized code in a basis derived from the "
                    f"model's embeddings (--rank, --bits); full = the whole bf16 vector, the paper's setting "
                    f"(default {v.code})")
-    c.add_argument("--store", choices=("smaller", "always"), default="smaller",
+    c.add_argument("--store", choices=STORE_POLICIES, default=STORE_POLICIES[0],
                    help="smaller: optimize a vector only for windows whose code would be smaller than their share of "
                    "the text compressed by zstd, the rest are stored raw; always: try a vector for every window "
                    "(the paper's setting; expands text) (default smaller)")

@@ -12,7 +12,6 @@ import hashlib
 import warnings
 from dataclasses import asdict, dataclass
 
-
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
 from .container import KIND_RAW, KIND_WINDOW, Container
@@ -25,6 +24,7 @@ from .progress import Progress
 from .windows import Segment, detokenize, segment
 
 DEFAULT_WINDOW = 16
+STORE_POLICIES = ("smaller", "always")
 DECODE_BATCH = 64
 
 
@@ -46,9 +46,6 @@ class CompressSettings:
         if self.store not in STORE_POLICIES:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
 
-
-STORE_POLICIES = ("smaller", "always")
-SEGMENT_ENTRY_BYTES = 5  # what a window adds to the segment table (container._SEGMENT)
 
 
 def percentile(values: list, q: float):
@@ -108,7 +105,7 @@ def worth_trying(data: bytes, windows: list[Segment], code_bytes: int, store: st
     if store == "always" or not windows:
         return [True] * len(windows)
     fallback_ratio = len(container.zstd_frame(data)) / len(data)
-    return [code_bytes + SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s in windows]
+    return [code_bytes + container.SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s in windows]
 
 
 def compress(

@@ -35,6 +35,7 @@ ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 _SECTION_LEN = struct.Struct("<Q")
 _SEGMENT = struct.Struct("<BI")  # kind, length (tokens for windows, bytes for raw spans)
+SEGMENT_ENTRY_BYTES = _SEGMENT.size
 _TRAILER_LEN = 32
 
 HEADER_KEYS = {
