@@ -115,19 +115,24 @@ def check(blob: bytes, original: bytes, lm) -> str:
 
 
 def seed_containers(lm) -> list[tuple[bytes, bytes]]:
-    """(container, original) pairs from the tiny model: text, mixed, invalid UTF-8, all raw, empty."""
+    """(container, original) pairs from the tiny model: text as compact codes and as full vectors, mixed,
+    invalid UTF-8, all raw, empty."""
     from memzip import CompressSettings, OptimizerSettings, compress
+    from memzip.codes import VectorSpec
 
     from tests.tiny import TRAINING_TEXT
 
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8))
+    opt = OptimizerSettings(steps=60, lr=0.1, batch=8)
+    compact = CompressSettings(window=4, optimizer=opt, store="always")
+    full = CompressSettings(window=4, optimizer=opt, vectors=VectorSpec("full"), store="always")
     inputs = [
-        TRAINING_TEXT[:90].encode(),
-        b"The quick brown fox \xff\xfe jumps\r\n over \x00 the lazy dog.",
-        b"\x80\x81\x82",
-        b"",
+        (TRAINING_TEXT[:90].encode(), compact),
+        (TRAINING_TEXT[:60].encode(), full),
+        (b"The quick brown fox \xff\xfe jumps\r\n over \x00 the lazy dog.", compact),
+        (b"\x80\x81\x82", compact),
+        (b"", compact),
     ]
-    return [(compress(data, lm, settings), data) for data in inputs]
+    return [(compress(data, lm, settings), data) for data, settings in inputs]
 
 
 def run(cases: int, seed: int, lm, say=print) -> dict:
