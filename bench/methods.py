@@ -10,7 +10,7 @@ import time
 
 import zstandard
 
-from memzip import CompressSettings, codec
+from memzip import CompressSettings, codec, container
 
 CLASSIC = {
     "gzip -9": (lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),
@@ -56,20 +56,14 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
     back = codec.decompress(blob, lm)
     t2 = time.perf_counter()
     r = report[0]
+    code = settings.vectors.fitted(lm.hidden_size)
     return row(
         corpus, label, len(blob), t1 - t0, t2 - t1, back == corpus.data,
         windows=r.windows, vectors=r.vectors, fallbacks=r.fallback_windows,
         steps_median=statistics.median(r.steps) if r.steps else None,
         steps_p90=r.stats()["steps_p90"],
-        settings={"window": settings.window, "vectors": settings.vectors.fitted(lm.hidden_size).describe(),
+        settings={"window": settings.window, "vectors": code.describe(),
                   **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
-        sections=report_sections(blob),
-        bits_per_vector=settings.vectors.fitted(lm.hidden_size).stored_bits(lm.hidden_size),
+        sections=dict(container.read(blob).sizes),  # header, segments, vectors, fallback; + 70 B of framing
+        bits_per_vector=code.stored_bits(lm.hidden_size),
     )
-
-
-def report_sections(blob: bytes) -> dict:
-    """Bytes of each container section (header, segments, vectors, fallback), plus the 54 B of framing."""
-    from memzip import container
-
-    return dict(container.read(blob).sizes)

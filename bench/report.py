@@ -90,11 +90,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.set_xlabel("bits per byte (log scale; lower is better)")
             ax.set_title(corpus, fontsize=9)
-        fig.tight_layout()
-        path = out / "compression.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, out / "compression.png"))
     coded = [r for r in rows if "bits_per_vector" in r and r["ratio"] is not None]
     if coded:
         written.append(_codes_plot(plt, rows, coded, corpora, out))
@@ -121,11 +117,7 @@ def plots(summary: dict, out: Path) -> list[Path]:
         acc.set_ylabel("fraction")
         acc.set_ylim(0, 1.05)
         steps.set_ylabel("optimizer steps per chunk (capped by the budget)")
-        fig.tight_layout()
-        path = out / "paper.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(plt, fig, out / "paper.png"))
     return written
 
 
@@ -150,8 +142,11 @@ def _codes_plot(plt, rows, coded, corpora, out: Path) -> Path:
         ax.set_xlabel("bits stored per memory vector (log)")
         ax.set_ylabel("compression ratio (output / input, log)")
         ax.set_title(corpus, fontsize=9)
+    return _save(plt, fig, out / "codes.png")
+
+
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / "codes.png"
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
