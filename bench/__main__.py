@@ -21,11 +21,12 @@ DEFAULT_VARIANTS = ["compact-always:store=always", "full-always:vectors=full,sto
 
 
 def parse_variant(text: str) -> tuple[str, CompressSettings]:
-    """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5,vectors=compact,rank=128,bits=4,store=always'
-    -> (label, settings)."""
+    """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5,betas=0.9/0.999,precision=fp32,verify_batch=1,
+    vectors=compact,rank=128,bits=4,store=always' -> (label, settings)."""
     name, _, spec = text.partition(":")
     values = dict(item.split("=", 1) for item in spec.split(",") if item)
-    opt_fields = {"steps": int, "lr": float, "batch": int, "margin": float}
+    opt_fields = {"steps": int, "lr": float, "batch": int, "margin": float, "precision": str, "verify_batch": int,
+                  "betas": lambda v: tuple(float(b) for b in v.split("/"))}
     code_fields = {"vectors": str, "rank": int, "bits": int}
     unknown = set(values) - set(opt_fields) - set(code_fields) - {"window", "store"}
     if unknown:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import resource
 import statistics
 import time
 
@@ -31,6 +32,8 @@ def row(corpus, method: str, output_bytes: int, compress_s: float, decompress_s:
         "bits_per_byte": 8 * output_bytes / n if n else None,
         "compress_s": round(compress_s, 4),
         "decompress_s": None if decompress_s is None else round(decompress_s, 4),
+        "compress_bytes_per_s": round(n / compress_s, 1) if n and compress_s > 0 else None,
+        "decompress_bytes_per_s": round(n / decompress_s, 1) if n and decompress_s else None,
         "exact": exact,
         **extra,
     }
@@ -63,7 +66,12 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
         steps_median=statistics.median(r.steps) if r.steps else None,
         steps_p90=r.stats()["steps_p90"],
         settings={"window": settings.window, "vectors": code.describe(),
-                  **{k: v for k, v in vars(settings.optimizer).items() if k in ("steps", "lr", "batch", "margin")}},
+                  **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings.optimizer).items()
+                     if k in ("steps", "lr", "batch", "margin", "betas", "verify_batch")},
+                  "precision": settings.optimizer.resolved(lm.device).precision},
         sections=dict(container.read(blob).sizes),  # header, segments, vectors, fallback; + 70 B of framing
         bits_per_vector=code.stored_bits(lm.hidden_size),
+        optimizer_steps=sum(r.steps),  # window-steps spent on windows that became vectors
+        # the bench process's peak resident memory so far (model included): an upper bound for this row
+        process_peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     )

@@ -42,8 +42,8 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("rows"):
         lines += [
             "## Compression\n",
-            "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | decompress s | exact | windows (vectors/raw) | steps median / p90 |",
-            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
+            "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | compress B/s | decompress s | decompress B/s | exact | windows (vectors/raw) | steps median / p90 |",
+            "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for r in summary["rows"]:
             windows = f"{r['windows']} ({r['vectors']}/{r['fallbacks']})" if "windows" in r else ""
@@ -52,7 +52,8 @@ def summary_markdown(summary: dict) -> str:
             code += f" ({r['bits_per_vector']} bits)" if "bits_per_vector" in r else ""
             lines.append(
                 f"| {r['corpus']} | {r['method']} | {code} | {r['input_bytes']} | {r['output_bytes']} | {_fmt(r['ratio'])} | "
-                f"{_fmt(r['bits_per_byte'])} | {_fmt(r['compress_s'], 2)} | {_fmt(r['decompress_s'], 2)} | "
+                f"{_fmt(r['bits_per_byte'])} | {_fmt(r['compress_s'], 2)} | {_fmt(r.get('compress_bytes_per_s'), 1)} | "
+                f"{_fmt(r['decompress_s'], 2)} | {_fmt(r.get('decompress_bytes_per_s'), 0)} | "
                 f"{_fmt(r['exact'])} | {windows} | {steps} |"
             )
         lines.append("")

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     io_options(c)
     from .codec import DEFAULT_WINDOW, STORE_POLICIES
     from .codes import CODES, VectorSpec
-    from .optimizer import OptimizerSettings
+    from .optimizer import PRECISIONS, OptimizerSettings
 
     d, v = OptimizerSettings(), VectorSpec()
     c.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"tokens per window (default {DEFAULT_WINDOW})")
@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                    "(the paper's setting; expands text) (default smaller)")
     c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
     c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
+    c.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="arithmetic of the optimizer's passes: bf16 autocast is faster where the device has native "
+                   "bf16; auto picks it there (verification always replays in float32) (default auto)")
     c.add_argument("--margin", type=float, default=d.margin,
                    help=f"required lead of each replayed token's logit over the runner-up (default {d.margin})")
 
@@ -172,7 +175,7 @@ def _settings(args):
         raise UsageError(f"--bits must be {MIN_BITS}..{MAX_BITS}")
     if (args.lr is not None and not args.lr > 0) or args.margin < 0:
         raise UsageError("--lr must be positive and --margin non-negative")
-    opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin)
+    opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
     spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec("full")
     return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
@@ -93,7 +93,7 @@ def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings)
         "input_sha256": hashlib.sha256(data).hexdigest(),
         "model_fingerprint": lm.fingerprint,
         "window": settings.window,
-        "optimizer": asdict(settings.optimizer),
+        "optimizer": asdict(settings.optimizer.resolved(lm.device)),
         "vectors": asdict(settings.vectors),
         "store": settings.store,
     }
@@ -131,6 +131,7 @@ def compress(
     decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
     spec = code.spec  # the rank capped at the model's width
+    settings = replace(settings, optimizer=settings.optimizer.resolved(lm.device))  # what "auto" means here
     journal = Journal(journal_path, journal_identity(data, lm, settings), code.size) if journal_path else None
     done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
     if journal is not None:

@@ -15,16 +15,21 @@ Continuous batching: ``batch`` windows are optimized at once, each with its own 
 Adam state (``RowAdam``). A window whose teacher-forced argmax is right at every position by at least
 ``margin + CANDIDATE_SLACK`` logits is frozen at once -- the exact code that passed, not one more Adam
 step -- and its slot is given to the next waiting window. Frozen candidates are then proven by
-``verify`` (the decompressor's own decode path, which must reproduce the window with every position's
-top logit ahead of the runner-up by ``margin``); a candidate that fails goes back to optimization with
-a doubled target. A window still unproven after ``steps`` steps is returned without a code (the caller stores it
+``verify`` (the decompressor's own decode path, in float32, which must reproduce the window with every
+position's top logit ahead of the runner-up by ``margin``), in groups (``verify_batch``, by default ``batch``, of them, or once
+nothing is waiting as many as are still optimizing); a candidate that fails goes back to optimization
+with a doubled target.
+
+``precision`` is the arithmetic of the optimizer's own passes only: "bf16" runs them under bfloat16
+autocast (faster on CUDA and on CPUs with native bf16), "fp32" in float32, "auto" picks bf16 where the
+device supports it. It cannot affect what is stored being exact: verification is the float32 replay. A window still unproven after ``steps`` steps is returned without a code (the caller stores it
 raw).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -39,8 +44,31 @@ class OptimizerSettings:
     lr: float | None = None  # Adam step; None: the vector code's own default (VectorCode.default_lr)
     batch: int = 16  # windows optimized together
     margin: float = 0.5  # required logit margin (top-1 minus runner-up) at every replayed position
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.8, 0.95)  # shorter memories than torch's default: ~20% fewer steps
     eps: float = 1e-8
+    precision: str = "auto"  # "fp32", "bf16" or "auto" (see the module docstring)
+    verify_batch: int | None = None  # candidates proven together while windows are waiting; None: batch
+
+    def resolved(self, device) -> "OptimizerSettings":
+        """These settings with ``precision`` "auto" replaced by what it means on ``device``."""
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.precision != "auto":
+            return self
+        return replace(self, precision="bf16" if bf16_is_native(device) else "fp32")
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_is_native(device) -> bool:
+    """Does ``device`` compute bfloat16 matmuls natively (CUDA with bf16, or a CPU with AVX512-BF16/AMX)?"""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
 
 # Teacher-forced logits (one parallel forward) and the decoder's cached replay differ by numeric noise;
@@ -88,8 +116,8 @@ class _Window:
     candidate: bytes | None = field(default=None, repr=False)
 
 
-def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
-    """Forward a batch of rows, each ``[prefix, vector, tokens[:-1]]``.
+def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]], precision: str = "fp32"):
+    """Forward a batch of rows, each ``[prefix, vector, tokens[:-1]]``, in float32 or under bf16 autocast.
 
     ``vectors`` are used as given (the caller has already made them what the decoder will see).
     Returns (per-row mean cross-entropy [B], per-position margins [B, L]): the target's logit minus the
@@ -104,7 +132,8 @@ def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]]):
         mask[row, : len(w)] = True
     prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=device))
     embeds = torch.cat([prefix, vectors.unsqueeze(1), lm.embed(ids[:, :-1])], dim=1)
-    logits = lm.model(inputs_embeds=embeds, logits_to_keep=longest).logits.float()  # [n, longest, V]
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = lm.model(inputs_embeds=embeds, logits_to_keep=longest).logits.float()  # [n, longest, V]
     ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
     loss = (ce * mask).sum(dim=1) / mask.sum(dim=1)
     with torch.no_grad():
@@ -132,8 +161,10 @@ def optimize_windows(
     results: list[WindowResult | None] = [None] * len(windows)
     if not windows:
         return []
+    settings = settings.resolved(lm.device)
     init = code.initial()
     adam = RowAdam(settings, settings.lr if settings.lr is not None else code.default_lr)
+    group = settings.verify_batch or settings.batch
     waiting: deque[_Window] = deque(
         _Window(i, list(w), init.clone(), torch.zeros_like(init), torch.zeros_like(init),
                 margin=settings.margin + CANDIDATE_SLACK)
@@ -169,13 +200,16 @@ def optimize_windows(
     while waiting or active or candidates:
         while waiting and len(active) < settings.batch:
             active.append(waiting.popleft())
-        if candidates and (len(candidates) >= settings.batch or not waiting):
+        # one replay of many candidates costs little more than one of a few: prove them in groups of
+        # verify_batch, or, once no window is waiting, when they are at least as many as those still
+        # optimizing (a few replays in all, and finished windows reach the journal soon)
+        if candidates and (len(candidates) >= group or (not waiting and len(candidates) >= len(active))):
             verify_candidates()
             continue
         if not active:
             continue
         x = torch.stack([w.params for w in active]).requires_grad_(True)
-        loss, margins = teacher_forced(lm, code.train_view(x), [w.tokens for w in active])
+        loss, margins = teacher_forced(lm, code.train_view(x), [w.tokens for w in active], settings.precision)
         margin = margins.amin(dim=1)
         (grad,) = torch.autograd.grad(loss.sum(), x)
         new_x, new_m, new_v, new_t = adam.step(

@@ -144,6 +144,9 @@ def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tm
     assert run("c", text_file, "-o", tmp_path / "default.mz", "--model", tiny_model_dir) == 0
     summary = capsys.readouterr().err
     assert "0 vectors" in summary and "not tried: a vector would be larger than zstd" in summary
+    assert container.read((tmp_path / "full.mz").read_bytes()).header["settings"]["precision"] in ("fp32", "bf16")
+    assert run("c", text_file, "-o", tmp_path / "fp32.mz", "--model", tiny_model_dir, "--precision", "fp32", "-q") == 0
+    assert container.read((tmp_path / "fp32.mz").read_bytes()).header["settings"]["precision"] == "fp32"
     assert run("info", tmp_path / "default.mz") == 0
     assert "of them not tried" in capsys.readouterr().out
     for name in ("full.mz", "default.mz"):

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -90,3 +92,48 @@ def test_step_budget_is_respected(lm):
     assert [r.code for r in results] == [None] * len(windows)
     assert all(r.steps == 5 for r in results)
     assert progress[-1][0] == len(windows)
+
+
+def test_precision_auto_resolves_to_what_the_device_supports(monkeypatch):
+    import memzip.optimizer as optimizer
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(optimizer, "bf16_is_native", lambda device, native=native: native)
+        assert OptimizerSettings().resolved("cpu").precision == expected
+        assert OptimizerSettings(precision="fp32").resolved("cpu").precision == "fp32"  # explicit wins
+    with pytest.raises(ValueError):
+        OptimizerSettings(precision="fp8").resolved("cpu")
+
+
+def test_bf16_teacher_forcing_is_autocast_and_close_to_fp32(lm):
+    windows = _windows(lm, "The quick brown fox jumps over the lazy dog.", 4)[:3]
+    vectors = lm.mean_embedding().expand(len(windows), -1).clone()
+    loss32, margins32 = teacher_forced(lm, vectors, windows, "fp32")
+    loss16, margins16 = teacher_forced(lm, vectors, windows, "bf16")
+    assert not torch.equal(loss32, loss16)  # really computed in another precision
+    assert torch.allclose(loss32, loss16, rtol=0.05, atol=0.05)
+    assert torch.allclose(margins32, margins16, atol=0.25)
+
+
+def test_candidates_are_proven_in_groups(lm):
+    windows = _windows(lm, "The quick brown fox jumps over the lazy dog. Memory tokens let a model", 4)
+    code = VectorCode(VectorSpec("full"), lm)
+    calls = {}
+
+    def verify_into(key):
+        def verify(codes, tokens):
+            calls.setdefault(key, []).append(len(tokens))
+            decoded = greedy_decode(lm, code.rebuild(codes), [len(t) for t in tokens], 64, lm.prefix_id)
+            return [d == t for d, t in zip(decoded, tokens)]
+        return verify
+
+    base = OptimizerSettings(steps=60, lr=0.1, batch=len(windows), precision="fp32")
+    grouped = optimize_windows(lm, windows, base, code, verify_into("grouped"))
+    eager = optimize_windows(lm, windows, replace(base, verify_batch=1), code, verify_into("eager"))
+    # grouping changes when a window is proven, not what it converges to (while no proof fails, every
+    # window sees the same batches either way)
+    clean = [i for i in range(len(windows)) if grouped[i].verify_failures == eager[i].verify_failures == 0]
+    assert [grouped[i].code for i in clean] == [eager[i].code for i in clean] and clean
+    assert sum(r.code is not None for r in grouped) >= 3
+    assert sum(calls["grouped"]) == sum(calls["eager"])
+    assert len(calls["grouped"]) < len(calls["eager"])  # fewer, larger replays
