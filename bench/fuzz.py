@@ -19,6 +19,8 @@ import struct
 import sys
 import time
 
+import zstandard
+
 from memzip import container
 from memzip.errors import MemzipError
 
@@ -41,9 +43,10 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
     span = _header_span(blob)
     if span is None:
         return blob
-    try:
-        header = json.loads(blob[span[0]:span[1]])
-    except ValueError:
+    try:  # the header is a zstd frame of JSON (format 4)
+        plain = zstandard.ZstdDecompressor().decompress(blob[span[0]:span[1]], max_output_size=container.MAX_HEADER_BYTES)
+        header = json.loads(plain)
+    except (ValueError, zstandard.ZstdError):
         return blob
     target = header
     if rng.random() < 0.3 and isinstance(header.get("environment"), dict):
@@ -57,7 +60,7 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
         target[key] = target[key] + rng.choice([-1, 1, 2, -(2**20), 2**20, 2**40])
     else:
         target[key] = rng.choice(_HEADER_VALUES)
-    new = json.dumps(header).encode()
+    new = container.zstd_frame(json.dumps(header).encode())
     return blob[:10] + struct.pack("<I", len(new)) + new + blob[span[1]:]
 
 

@@ -18,14 +18,14 @@ from .codes import VectorSpec, check_codes, spec_from_header
 from .errors import ContainerError
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 KIND_WINDOW, KIND_RAW = 0, 1
 ZSTD_LEVEL = 19
 
 # Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
 # the decoder allocates is then bounded by the real size of the file: every window costs a stored
 # code, and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
-MAX_HEADER_BYTES = 1 << 16  # a real header is well under 1 KB
+MAX_HEADER_BYTES = 1 << 16  # of JSON, once unpacked; a real header is well under 1 KB
 MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the decoder's KV cache per row
 MAX_DECODE_BATCH = 256  # rows decoded together
 MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
@@ -108,7 +108,7 @@ def write(container: Container) -> bytes:
         check_codes(container.vector_spec, container.header["hidden_size"], container.codes, container.window_count)
     except ValueError as exc:
         raise ValueError(f"cannot write these vector codes: {exc}") from None
-    header = json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    header = zstd_frame(json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
     table = b"".join(_SEGMENT.pack(kind, length) for kind, length in container.segments)
     codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
     parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
@@ -159,10 +159,15 @@ def read(blob: bytes) -> Container:
         raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
     r = _Reader(body)
     r.pos = _PREAMBLE.size
-    if header_len > MAX_HEADER_BYTES:
-        raise ContainerError(f"header claims {header_len} bytes (at most {MAX_HEADER_BYTES})")
+    packed_header = r.take(header_len, "header")
     try:
-        header = json.loads(r.take(header_len, "header").decode("utf-8"))
+        declared = zstandard.get_frame_parameters(packed_header).content_size
+    except zstandard.ZstdError as exc:
+        raise ContainerError(f"header is not a valid zstd frame ({exc})") from None
+    if not 0 < declared <= MAX_HEADER_BYTES:  # also rejects frames without a declared size
+        raise ContainerError(f"header must declare 1..{MAX_HEADER_BYTES} bytes of JSON")
+    try:
+        header = json.loads(_unzstd(packed_header, declared, "header").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):

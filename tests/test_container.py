@@ -3,6 +3,7 @@ import json
 import struct
 
 import pytest
+import zstandard
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,9 +128,9 @@ def test_not_a_memzip_file():
 def _with_header(mutate):
     blob = container.write(make())
     (hlen,) = struct.unpack_from("<I", blob, 10)
-    header = json.loads(blob[14:14 + hlen])
+    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[14:14 + hlen]))
     mutate(header)
-    new = json.dumps(header).encode()
+    new = _zstd(json.dumps(header).encode())
     return reseal(blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-32])
 
 
@@ -193,7 +194,7 @@ def _zstd(data: bytes, **options) -> bytes:
 
 def _write_unchecked(c: Container, codes_section: bytes | None = None) -> bytes:
     """Serialize without the writer's own validation of codes vs segments."""
-    header = json.dumps(c.header).encode()
+    header = _zstd(json.dumps(c.header).encode())
     table = b"".join(struct.pack("<BI", k, n) for k, n in c.segments)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     codes = _zstd(c.codes) if codes_section is None else codes_section
@@ -265,16 +266,37 @@ def test_huge_section_lengths_are_errors_not_allocations(section):
 def test_huge_header_length_is_refused_before_reading():
     blob = bytearray(container.write(make())[:-32])
     struct.pack_into("<I", blob, 10, 0xFFFFFFFF)
-    with pytest.raises(ContainerError, match="header claims"):
+    with pytest.raises(ContainerError, match="truncated"):
         container.read(reseal(bytes(blob)))
 
 
-def test_deeply_nested_header_json_is_a_clean_error():
+def _with_packed_header(packed: bytes) -> bytes:
     blob = container.write(make())
-    nested = b"[" * 100_000 + b"]" * 100_000
-    bomb = blob[:10] + struct.pack("<I", len(nested)) + nested
-    with pytest.raises(ContainerError):
-        container.read(reseal(bomb + blob[14 + struct.unpack_from("<I", blob, 10)[0]:-32]))
+    rest = blob[14 + struct.unpack_from("<I", blob, 10)[0]:-32]
+    return reseal(blob[:10] + struct.pack("<I", len(packed)) + packed + rest)
+
+
+@pytest.mark.parametrize(
+    "packed, message",
+    [
+        (b'{"memzip_version": "0"}', "not a valid zstd frame"),  # plain JSON, as format 3 stored it
+        (zstandard.ZstdCompressor(write_content_size=False).compress(b"{}"), "must declare"),
+        (_zstd(b" " * (container.MAX_HEADER_BYTES + 1)), "must declare"),
+        (_zstd(b"\xff{}"), "not valid JSON"),
+        (_zstd(b"[1]"), "not a JSON object"),
+        (_zstd(b"[" * 30_000 + b"]" * 30_000), "not valid JSON"),  # nesting deeper than the parser's stack
+    ],
+)
+def test_header_frames_are_read_strictly(packed, message):
+    with pytest.raises(ContainerError, match=message):
+        container.read(_with_packed_header(packed))
+
+
+def test_header_is_stored_compressed():
+    c = make()
+    blob = container.write(c)
+    plain = json.dumps(c.header, sort_keys=True, separators=(",", ":")).encode()
+    assert c.sizes["header"] == struct.unpack_from("<I", blob, 10)[0] < len(plain)
 
 
 def test_raw_spans_claiming_more_than_zstd_can_expand_are_refused():
@@ -290,7 +312,7 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
 
     c = make(segments=((KIND_RAW, 10),), fallback=b"")
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
-    header = json.dumps(c.header).encode()
+    header = _zstd(json.dumps(c.header).encode())
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     for section in (struct.pack("<BI", KIND_RAW, 10), b"", bomb):
         parts += [struct.pack("<Q", len(section)), section]
