@@ -44,8 +44,10 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
     if span is None:
         return blob
     try:  # the header is a zstd frame of JSON (format 4)
-        plain = zstandard.ZstdDecompressor().decompress(blob[span[0]:span[1]], max_output_size=container.MAX_HEADER_BYTES)
-        header = json.loads(plain)
+        packed = blob[span[0]:span[1]]
+        if not 0 < zstandard.get_frame_parameters(packed).content_size <= container.MAX_HEADER_BYTES:
+            return blob  # (decompress would allocate whatever size the frame declares)
+        header = json.loads(zstandard.ZstdDecompressor().decompress(packed))
     except (ValueError, zstandard.ZstdError):
         return blob
     target = header
