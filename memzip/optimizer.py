@@ -16,14 +16,14 @@ Adam state (``RowAdam``). A window whose teacher-forced argmax is right at every
 ``margin + CANDIDATE_SLACK`` logits is frozen at once -- the exact code that passed, not one more Adam
 step -- and its slot is given to the next waiting window. Frozen candidates are then proven by
 ``verify`` (the decompressor's own decode path, in float32, which must reproduce the window with every
-position's top logit ahead of the runner-up by ``margin``), in groups (``verify_batch``, by default ``batch``, of them, or once
-nothing is waiting as many as are still optimizing); a candidate that fails goes back to optimization
-with a doubled target.
+position's top logit ahead of the runner-up by ``margin``), in groups: ``verify_batch`` (by default
+``batch``) of them, or, once nothing is waiting, as many as are still optimizing. A candidate that fails
+goes back to optimization with a doubled target. A window still unproven after ``steps`` steps is
+returned without a code (the caller stores it raw).
 
 ``precision`` is the arithmetic of the optimizer's own passes only: "bf16" runs them under bfloat16
 autocast (faster on CUDA and on CPUs with native bf16), "fp32" in float32, "auto" picks bf16 where the
-device supports it. It cannot affect what is stored being exact: verification is the float32 replay. A window still unproven after ``steps`` steps is returned without a code (the caller stores it
-raw).
+device supports it. It cannot make a stored code inexact: verification is the float32 replay.
 """
 
 from __future__ import annotations
