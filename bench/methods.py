@@ -66,9 +66,9 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
         steps_median=statistics.median(r.steps) if r.steps else None,
         steps_p90=r.stats()["steps_p90"],
         settings={"window": settings.window, "vectors": code.describe(),
-                  **{k: list(v) if isinstance(v, tuple) else v for k, v in vars(settings.optimizer).items()
-                     if k in ("steps", "lr", "batch", "margin", "betas", "verify_batch")},
-                  "precision": settings.optimizer.resolved(lm.device).precision},
+                  **{k: list(v) if isinstance(v, tuple) else v
+                     for k, v in vars(settings.optimizer.resolved(lm.device)).items()
+                     if k in ("steps", "lr", "batch", "margin", "betas", "precision", "verify_batch")}},
         sections=dict(container.read(blob).sizes),  # header, segments, vectors, fallback; + 70 B of framing
         bits_per_vector=code.stored_bits(lm.hidden_size),
         optimizer_steps=sum(r.steps),  # window-steps spent on windows that became vectors

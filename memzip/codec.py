@@ -47,7 +47,6 @@ class CompressSettings:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
 
 
-
 def percentile(values: list, q: float):
     """The value at quantile ``q`` (nearest rank, lower) of ``values``; None when empty."""
     ordered = sorted(values)

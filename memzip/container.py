@@ -159,17 +159,7 @@ def read(blob: bytes) -> Container:
         raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
     r = _Reader(body)
     r.pos = _PREAMBLE.size
-    packed_header = r.take(header_len, "header")
-    try:
-        declared = zstandard.get_frame_parameters(packed_header).content_size
-    except zstandard.ZstdError as exc:
-        raise ContainerError(f"header is not a valid zstd frame ({exc})") from None
-    if not 0 < declared <= MAX_HEADER_BYTES:  # also rejects frames without a declared size
-        raise ContainerError(f"header must declare 1..{MAX_HEADER_BYTES} bytes of JSON")
-    try:
-        header = json.loads(_unzstd(packed_header, declared, "header").decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
+    header = unpack_header(r.take(header_len, "header"))
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
     _validate_header(header)
@@ -185,6 +175,21 @@ def read(blob: bytes) -> Container:
     fallback = _unzstd(packed, raw_total, "fallback")
     sizes = {"header": header_len, "segments": len(table), "vectors": len(packed_codes), "fallback": len(packed)}
     return Container(header, segments, codes, fallback, sizes)
+
+
+def unpack_header(packed: bytes):
+    """The JSON value a header section holds: one zstd frame declaring 1..MAX_HEADER_BYTES bytes of
+    UTF-8 JSON (checked before anything is allocated); ContainerError otherwise."""
+    try:
+        declared = zstandard.get_frame_parameters(packed).content_size
+    except zstandard.ZstdError as exc:
+        raise ContainerError(f"header is not a valid zstd frame ({exc})") from None
+    if not 0 < declared <= MAX_HEADER_BYTES:  # also rejects frames without a declared size
+        raise ContainerError(f"header must declare 1..{MAX_HEADER_BYTES} bytes of JSON")
+    try:
+        return json.loads(_unzstd(packed, declared, "header").decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
 
 
 def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:

@@ -7,8 +7,8 @@ the same input, model and settings skips the windows it holds. Nothing in the jo
 blindly: the final container is still replayed through the decompressor before it is written.
 
 Layout: one line ``MZJ2 <identity JSON>\\n``, then records of ``<u32 index, u32 steps, u8 has_code,
-[the window's stored vector code, a fixed number of bytes], u32 CRC-32 of the record>``. A torn last record (the process died mid-write)
-fails its CRC and is dropped, along with anything after it.
+[the window's stored vector code, a fixed number of bytes], u32 CRC-32 of the record>``. A torn last
+record (the process died mid-write) fails its CRC and is dropped, along with anything after it.
 """
 
 from __future__ import annotations
