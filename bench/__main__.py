@@ -17,7 +17,7 @@ from . import corpora, methods, model_limit, paper, report
 RESULTS = Path(__file__).resolve().parent / "results"
 # Besides memzip's defaults: vectors tried for every window, with the default compact code and with the
 # paper's full bf16 vectors (both expand text; they show what the vectors cost and how often they verify).
-DEFAULT_VARIANTS = ["compact-always:store=always", "full-always:vectors=full,store=always"]
+DEFAULT_VARIANTS = ["compact-always:vectors=compact,store=always", "full-always:vectors=full,store=always"]
 
 
 def parse_variant(text: str) -> tuple[str, CompressSettings]:
@@ -33,8 +33,11 @@ def parse_variant(text: str) -> tuple[str, CompressSettings]:
         raise SystemExit(f"bench: unknown variant settings {sorted(unknown)}")
     opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
     code = {("code" if k == "vectors" else k): code_fields[k](v) for k, v in values.items() if k in code_fields}
+    if ("rank" in code or "bits" in code) and "code" not in code:
+        code["code"] = "compact"  # rank and bits only mean something for compact codes
+    window = int(values["window"]) if "window" in values else None
     return f"memzip {name}", CompressSettings(
-        window=int(values.get("window", 16)), optimizer=opt, vectors=VectorSpec(**code), store=values.get("store", "smaller")
+        window=window, optimizer=opt, vectors=VectorSpec(**code), store=values.get("store", "smaller")
     )
 
 
@@ -55,7 +58,7 @@ def compression_rows(lm, corpus, variants, window: int) -> list[dict]:
 def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, command: str, paper_models=(), plots=True, say=print):
     """Run everything; ``lm`` is the default model, ``paper_models`` extra (name, lm) pairs for the paper tables."""
     summary = {"machine": report.machine(), "command": command, "rows": [], "paper": []}
-    window = variants[0][1].window if variants else 16
+    window = (variants[0][1].window if variants else None) or 16  # of the model-limit row
     for corpus in corpus_list:
         say(f"bench: compression on {corpus.name} ({len(corpus.data)} bytes)")
         summary["rows"] += compression_rows(lm, corpus, variants, window)

@@ -19,6 +19,7 @@ import struct
 import sys
 import time
 
+from memzip.codes import VectorSpec
 from memzip import container
 from memzip.errors import ContainerError, MemzipError
 
@@ -125,7 +126,7 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     from tests.tiny import TRAINING_TEXT
 
     opt = OptimizerSettings(steps=60, lr=0.1, batch=8)
-    compact = CompressSettings(window=4, optimizer=opt, store="always")
+    compact = CompressSettings(window=4, optimizer=opt, store="always", vectors=VectorSpec("compact"))
     full = CompressSettings(window=4, optimizer=opt, vectors=VectorSpec("full"), store="always")
     inputs = [
         (TRAINING_TEXT[:90].encode(), compact),

@@ -1,6 +1,6 @@
 """memzip: lossless text compression with memory tokens (one optimized embedding per token window)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .codec import CompressReport, CompressSettings, compress, decompress  # noqa: E402
 from .errors import MemzipError  # noqa: E402

@@ -45,24 +45,28 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_WINDOW, STORE_POLICIES
+    from .codec import DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
     from .codes import CODES, VectorSpec
     from .optimizer import PRECISIONS, OptimizerSettings
 
     d, v = OptimizerSettings(), VectorSpec()
-    c.add_argument("--window", type=int, default=DEFAULT_WINDOW, help=f"tokens per window (default {DEFAULT_WINDOW})")
+    lo, hi = PREDICT_WINDOW_RANGE
+    c.add_argument("--window", type=int, default=None,
+                   help=f"tokens per window (default: {DEFAULT_WINDOW} with memory vectors; without, the longest of "
+                   f"{lo}..{hi} that still gives several windows to decode in parallel)")
     c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
     c.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default 0.05 for compact codes, 0.01 for full vectors)")
     c.add_argument("--vectors", choices=CODES, default=v.code,
-                   help=f"how memory vectors are stored: compact = a quantized code in a basis derived from the "
+                   help=f"memory vectors: none = no vector, each token stored as its rank under the model's "
+                   f"prediction (the compressor); compact = a quantized code in a basis derived from the "
                    f"model's embeddings (--rank, --bits); full = the whole bf16 vector, the paper's setting "
                    f"(default {v.code})")
     c.add_argument("--store", choices=STORE_POLICIES, default=STORE_POLICIES[0],
-                   help="smaller: optimize a vector only for windows whose code would be smaller than their share of "
-                   "the text compressed by zstd, the rest are stored raw; always: try a vector for every window "
-                   "(the paper's setting; expands text) (default smaller)")
+                   help="smaller: store a window by the model (ranks or a vector) only where that is expected to be "
+                   "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
+                   "(the paper's setting with vectors; expands text) (default smaller)")
     c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
     c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
     c.add_argument("--precision", choices=PRECISIONS, default=d.precision,
@@ -169,14 +173,14 @@ def _settings(args):
     from .optimizer import OptimizerSettings
 
     for name in ("window", "steps", "batch", "rank"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     if not MIN_BITS <= args.bits <= MAX_BITS:
         raise UsageError(f"--bits must be {MIN_BITS}..{MAX_BITS}")
     if (args.lr is not None and not args.lr > 0) or args.margin < 0:
         raise UsageError("--lr must be positive and --margin non-negative")
     opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
-    spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec("full")
+    spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
     return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store)
 
 
@@ -231,11 +235,12 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         r = report[0]
         ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
         st = r.stats()
-        not_tried = f" ({r.not_tried} not tried: a vector would be larger than zstd)" if r.not_tried else ""
+        not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
         step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
         step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
+        stored = f"{r.predicted} predicted" if r.predicted or not r.vectors and not r.steps else f"{r.vectors} vectors"
         say(
-            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {r.vectors} vectors, "
+            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
             f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
         )
     else:
@@ -258,15 +263,16 @@ def _info(path: str) -> None:
         f"original:        {h['original_size']} bytes (sha256 {h['original_sha256'][:16]}...)",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
-        f"windows:         {st.get('windows', '?')} of up to {h['window']} tokens: {c.window_count} as vectors, "
-        f"{st.get('fallback_windows', '?')} in the fallback ({st.get('not_tried_windows', '?')} of them not tried: "
-        f"a vector would have been larger)",
+        f"windows:         {st.get('windows', '?')} of up to {h['window']} tokens: {c.window_count} "
+        + ("predicted (stored as ranks)" if h["vectors"].get("code") == "none" else "as vectors")
+        + f", {st.get('fallback_windows', '?')} in the fallback ({st.get('not_tried_windows', '?')} of them not "
+        f"tried: expected larger than zstd)",
         f"raw bytes:       {raw_bytes} in {len(c.segments) - c.window_count} spans (zstd: {c.sizes['fallback']} B)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
                                if st.get("steps_median") is not None else "none (no window is stored as a vector)"),
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
-        f"settings:        " + ", ".join(f"{k}={v}" for k, v in h["settings"].items()) + f", decode_batch={h['decode_batch']}",
+        f"settings:        " + ", ".join([f"{k}={v}" for k, v in h["settings"].items()] + [f"decode_batch={h['decode_batch']}"]),
         f"written with:    " + ", ".join(f"{k} {v}" for k, v in h["environment"].items()),
     ]
     print("\n".join(lines))
@@ -275,7 +281,7 @@ def _info(path: str) -> None:
 def _describe_vectors(v: dict) -> str:
     if v.get("code") == "compact":
         return f"compact codes, rank {v['rank']}, {v['bits']}-bit, basis {v['basis']} ({v['basis_digest']})"
-    return "full bf16 vectors"
+    return "full bf16 vectors" if v.get("code") == "full" else "none (tokens stored as ranks under the model)"
 
 
 class _Terminated(Exception):

@@ -1,9 +1,10 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
-compress: segment -> optimize one vector per window -> verify -> container -> read the container back
-and replay it with the decompressor's own functions (_replay, _assemble); any window that does not
-come back exactly is demoted to the raw fallback and the check runs again, so compress() only returns
-a container that is proven to decode to the input.
+compress: segment -> per window, either its tokens' ranks under the model (the default, no memory
+vectors: ``predict``) or one optimized memory vector (``--vectors full|compact``) -> container -> read
+the container back and replay it with the decompressor's own functions (_replay, _assemble); any window
+that does not come back exactly is demoted to the raw fallback and the check runs again, so compress()
+only returns a container that is proven to decode to the input.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ from dataclasses import asdict, dataclass, replace
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
 from .container import KIND_RAW, KIND_WINDOW, Container
-from .decoder import greedy_decode, reproduces
-from .errors import IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
+from .decoder import greedy_decode, rank_tokens, reproduces
+from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import OptimizerSettings, WindowResult, optimize_windows
 from .progress import Progress
+from .rankcoder import window_costs
 from .windows import Segment, detokenize, segment
 
-DEFAULT_WINDOW = 16
+DEFAULT_WINDOW = 16  # tokens per memory-vector window
+# Predicted windows (no vectors): more tokens give the model more context (better ratio), fewer give
+# more rows to decode in parallel (speed). The default is the longest power of two in this range
+# that still yields PARALLEL_ROWS windows, so small files are not decoded one slow row at a time.
+PREDICT_WINDOW_RANGE = (64, 256)
+PARALLEL_ROWS = 16
 STORE_POLICIES = ("smaller", "always")
 DECODE_BATCH = 64
 
@@ -33,13 +40,25 @@ def decode_batch_for(window: int) -> int:
     return max(1, min(DECODE_BATCH, container.MAX_TOKENS_IN_FLIGHT // window))
 
 
+def default_window(spec: VectorSpec, tokens: int) -> int:
+    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows see
+    PREDICT_WINDOW_RANGE (``tokens``: about how many tokens the input has)."""
+    if spec.code != "none":
+        return DEFAULT_WINDOW
+    low, window = PREDICT_WINDOW_RANGE
+    while window > low and tokens < window * PARALLEL_ROWS:
+        window //= 2
+    return window
+
+
 @dataclass(frozen=True)
 class CompressSettings:
-    window: int = DEFAULT_WINDOW  # tokens per window
+    window: int | None = None  # tokens per window; None: default_window()
     optimizer: OptimizerSettings = OptimizerSettings()
-    vectors: VectorSpec = VectorSpec()  # how memory vectors are parameterized and stored
-    # "smaller": a window is optimized only when its stored code would be smaller than the window's
-    # share of the input's zstd size (the fallback's cost); "always": every window (the paper's setting)
+    vectors: VectorSpec = VectorSpec()  # none (predicted windows), or how memory vectors are stored
+    # "smaller": a window is stored by the model (ranks or a vector) only when that is expected to be
+    # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
+    # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
     store: str = "smaller"
 
     def __post_init__(self) -> None:
@@ -58,18 +77,20 @@ class CompressReport:
     """What happened to each window: for `memzip c` output, the API and the benchmarks."""
 
     windows: int
-    vectors: int
+    vectors: int  # windows stored as a memory vector
     fallback_windows: int
     steps: list[int]  # optimizer steps of each window that became a vector
     demoted_by_final_check: int
     resumed: int = 0  # windows taken from the journal of an interrupted run
-    not_tried: int = 0  # windows stored raw without optimizing: their code could not be smaller
+    not_tried: int = 0  # windows stored raw without optimizing or predicting: expected to be larger
+    predicted: int = 0  # windows stored as ranks under the model, without a vector
 
     def stats(self) -> dict:
         """The summary recorded in the container header (informative)."""
         return {
             "windows": self.windows,
             "vector_windows": self.vectors,
+            "predicted_windows": self.predicted,
             "fallback_windows": self.fallback_windows,
             "demoted_by_final_check": self.demoted_by_final_check,
             "not_tried_windows": self.not_tried,
@@ -85,26 +106,40 @@ def _model(model, device=None, progress: Progress | None = None) -> LanguageMode
     return load_model(model, device=device, progress=say)
 
 
+def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings) -> CompressSettings:
+    """``settings`` with every default decided for this input and model: the window length and what
+    the optimizer's "auto" means here (this is what the header and the journal record)."""
+    window = settings.window
+    if window is None:
+        approx_tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
+        window = default_window(settings.vectors, approx_tokens)
+    if not 1 <= window <= container.MAX_WINDOW_TOKENS:
+        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
+    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
+
+
 def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings) -> dict:
     """What a journal must match to be resumed: the same input, model weights and settings."""
+    settings = resolved_settings(data, lm, settings)
     return {
         "input_size": len(data),
         "input_sha256": hashlib.sha256(data).hexdigest(),
         "model_fingerprint": lm.fingerprint,
         "window": settings.window,
-        "optimizer": asdict(settings.optimizer.resolved(lm.device)),
+        "optimizer": asdict(settings.optimizer),
         "vectors": asdict(settings.vectors),
         "store": settings.store,
     }
 
 
-def worth_trying(data: bytes, windows: list[Segment], code_bytes: int, store: str) -> list[bool]:
-    """Per window: can a vector pay for itself? Its cost is ``code_bytes`` plus a segment-table entry;
-    the alternative is the window's share of zstd over the input (what the fallback would cost)."""
+def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
+    """Per window: can storing it by the model (a vector, or ranks) pay? Its cost is ``costs[i]`` bytes
+    plus a segment-table entry; the alternative is the window's share of zstd over the input (what the
+    fallback would cost)."""
     if store == "always" or not windows:
         return [True] * len(windows)
     fallback_ratio = len(container.zstd_frame(data)) / len(data)
-    return [code_bytes + container.SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s in windows]
+    return [cost + container.SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
 
 
 def compress(
@@ -117,20 +152,94 @@ def compress(
 ) -> bytes:
     """Compress ``data``; ``model`` is a loaded LanguageModel, a model ID/path, or None for the default.
 
-    If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, finished windows
-    are journaled there as they complete and a journal left by an interrupted run on the same input,
-    model and settings is resumed; the caller deletes the journal once it has stored the result.
+    If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, windows whose
+    memory vectors are optimized are journaled there as they complete, and a journal left by an
+    interrupted run on the same input, model and settings is resumed; the caller deletes the journal
+    once it has stored the result.
     """
-    if not 1 <= settings.window <= container.MAX_WINDOW_TOKENS:
-        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     progress = progress or Progress()
     lm = _model(model, progress=progress)
+    settings = resolved_settings(data, lm, settings)
     segments = segment(data, lm.tokenizer, settings.window)
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
-    spec = code.spec  # the rank capped at the model's width
-    settings = replace(settings, optimizer=settings.optimizer.resolved(lm.device))  # what "auto" means here
+    ranked: dict[tuple, list[list[int]]] = {}  # ranks computed, by the windows replayed together
+    if code.spec.code == "none":
+        stored, not_tried = _predict(data, lm, windows, decode_batch, settings.store, progress, ranked)
+        resumed = 0
+    else:
+        stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path)
+    header = {
+        "memzip_version": __version__,
+        "model_id": lm.model_id,
+        "model_fingerprint": lm.fingerprint,
+        "prefix_id": lm.prefix_id,
+        "hidden_size": lm.hidden_size,
+        "window": settings.window,
+        "vectors": code.spec.header(lm),
+        "original_size": len(data),
+        "original_sha256": hashlib.sha256(data).hexdigest(),
+        "decode_batch": decode_batch,
+        "settings": {} if code.spec.code == "none" else asdict(settings.optimizer),
+        "environment": lm.environment(),
+    }
+    demoted = 0
+    while True:  # prove the file with the decompressor's own replay and assembly before returning it
+        kept = [s for s in windows if id(s) in stored]
+        ranks = _ranks(lm, kept, decode_batch, progress, ranked) if code.spec.code == "none" else None
+        summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
+        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks))
+        c = container.read(blob)
+        tokens = _replay(c, lm, progress, "verifying the container")
+        if _assemble(c, lm, tokens) == data:
+            break
+        bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
+        if not bad:
+            raise IntegrityError("internal error: the container does not reproduce the input")
+        for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
+            del stored[id(s)]
+        demoted += len(bad)
+    if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
+        plain = _summary(code.spec, windows, {}, demoted, resumed, not_tried)
+        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None))
+        if len(raw_blob) < len(blob):
+            if _assemble(container.read(raw_blob), None, []) != data:
+                raise IntegrityError("internal error: the raw container does not reproduce the input")
+            blob, summary = raw_blob, plain
+    if report is not None:
+        report.append(summary)
+    return blob
+
+
+def _summary(spec: VectorSpec, windows, stored: dict, demoted: int, resumed: int, not_tried: int) -> CompressReport:
+    steps = [r.steps for r in stored.values()] if spec.code != "none" else []
+    vectors = len(stored) if spec.code != "none" else 0
+    predicted = len(stored) if spec.code == "none" else 0
+    return CompressReport(len(windows), vectors, len(windows) - len(stored), steps, demoted, resumed, not_tried, predicted)
+
+
+def _predict(data, lm, windows, decode_batch, store, progress, ranked) -> tuple[dict, int]:
+    """Windows worth storing as ranks (by id, WindowResult with an empty code) and how many are not."""
+    costs = window_costs(_ranks(lm, windows, decode_batch, progress, ranked))
+    worth = worth_storing(data, windows, costs, store)
+    stored = {id(s): WindowResult(b"", 0) for s, ok in zip(windows, worth) if ok}
+    return stored, len(windows) - len(stored)
+
+
+def _ranks(lm, windows, decode_batch, progress, ranked) -> list[list[int]]:
+    """Ranks of the windows' tokens when exactly these windows are replayed together (memoized in
+    ``ranked``: the batches, hence the arithmetic, change when a window is dropped)."""
+    key = tuple(id(s) for s in windows)
+    if key not in ranked:
+        progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
+        ranked[key] = rank_tokens(lm, None, [s.tokens for s in windows], decode_batch, lm.prefix_id, progress.update)[0]
+        progress.done()
+    return ranked[key]
+
+
+def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path) -> tuple[dict, int, int]:
+    """Optimize memory vectors: (verified windows by id -> WindowResult, resumed, not tried)."""
     journal = Journal(journal_path, journal_identity(data, lm, settings), code.size) if journal_path else None
     done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
     if journal is not None:
@@ -139,7 +248,7 @@ def compress(
         if done:
             progress.message(f"resuming: {len(done)} of {len(windows)} windows already done ({journal_path})")
         journal.open()
-    worth = worth_trying(data, windows, code.size, settings.store)
+    worth = worth_storing(data, windows, [code.size] * len(windows), settings.store)
     skipped = {i: WindowResult(None, 0) for i, ok in enumerate(worth) if not ok}
     todo = [i for i in range(len(windows)) if i not in done and i not in skipped]
     progress.phase("optimizing memory vectors", len(windows))
@@ -163,50 +272,18 @@ def compress(
             journal.close()
     progress.done()
     results = {**skipped, **done, **dict(zip(todo, fresh))}
-    vector_of = {id(s): results[i] for i, s in enumerate(windows) if results[i].code is not None}
-    header = {
-        "memzip_version": __version__,
-        "model_id": lm.model_id,
-        "model_fingerprint": lm.fingerprint,
-        "prefix_id": lm.prefix_id,
-        "hidden_size": lm.hidden_size,
-        "window": settings.window,
-        "vectors": spec.header(lm),
-        "original_size": len(data),
-        "original_sha256": hashlib.sha256(data).hexdigest(),
-        "decode_batch": decode_batch,
-        "settings": asdict(settings.optimizer),
-        "environment": lm.environment(),
-    }
-    demoted = 0
-    while True:  # prove the file with the decompressor's own replay and assembly before returning it
-        steps = [r.steps for r in vector_of.values()]
-        summary = CompressReport(
-            len(windows), len(vector_of), len(windows) - len(vector_of), steps, demoted, len(done), len(skipped)
-        )
-        blob = container.write(_build({**header, "stats": summary.stats()}, segments, vector_of))
-        c = container.read(blob)
-        tokens = _replay(c, lm, progress, "verifying the container")
-        if _assemble(c, lm, tokens) == data:
-            break
-        stored = [s for s in segments if id(s) in vector_of]
-        bad = [s for s, t in zip(stored, tokens) if t != list(s.tokens)]
-        if not bad:
-            raise IntegrityError("internal error: the container does not reproduce the input")
-        for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
-            del vector_of[id(s)]
-        demoted += len(bad)
-    if report is not None:
-        report.append(summary)
-    return blob
+    stored = {id(s): results[i] for i, s in enumerate(windows) if results[i].code is not None}
+    return stored, len(done), len(skipped)
 
 
-def _build(header: dict, segments: list[Segment], vector_of: dict) -> Container:
+def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list[int]] | None) -> Container:
+    """The container for ``segments`` with the windows in ``stored`` kept (ranks: one row per kept
+    window, None for all 0), every other window raw."""
     table: list[tuple[int, int]] = []
     codes = bytearray()
     raw = bytearray()
     for s in segments:
-        result: WindowResult | None = vector_of.get(id(s))
+        result: WindowResult | None = stored.get(id(s))
         if result is not None:
             table.append((KIND_WINDOW, len(s.tokens)))
             codes += result.code
@@ -216,17 +293,20 @@ def _build(header: dict, segments: list[Segment], vector_of: dict) -> Container:
                 table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
             else:
                 table.append((KIND_RAW, len(s.data)))
-    return Container(dict(header), table, bytes(codes), bytes(raw))
+    flat = [r for row in ranks for r in row] if ranks is not None else None
+    return Container(dict(header), table, bytes(codes), bytes(raw), ranks=flat)
 
 
 def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: str) -> list[list[int]]:
-    """Greedy-decode every window of a container, batched as its header says."""
-    lengths = [n for kind, n in c.segments if kind == KIND_WINDOW]
+    """Decode every window of a container, batched as its header says."""
+    lengths = c.window_lengths
     if not lengths:
         return []
-    progress.phase(what, len(lengths))
+    progress.phase(what, sum(lengths))
     h = c.header
-    tokens = greedy_decode(lm, stored_vectors(c, lm), lengths, h["decode_batch"], h["prefix_id"], on_batch=progress.update)
+    tokens = greedy_decode(
+        lm, stored_vectors(c, lm), lengths, h["decode_batch"], h["prefix_id"], c.window_ranks(), progress.update
+    )
     progress.done()
     return tokens
 
@@ -252,6 +332,8 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= vocab:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
+    if c.ranks and max(c.ranks) >= vocab:  # (the reader always fills ranks)
+        raise ContainerError(f"a stored rank is beyond the vocabulary of model '{lm.model_id}' ({vocab} tokens)")
     return lm
 
 
@@ -291,7 +373,7 @@ def decompress(
                 + "); the checksum will tell whether the replay is still exact"
             )
             (warn or (lambda t: warnings.warn(t, stacklevel=2)))(text)
-    out = _assemble(c, lm, _replay(c, lm, progress, "decoding memory vectors"))
+    out = _assemble(c, lm, _replay(c, lm, progress, "decoding"))
     if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out

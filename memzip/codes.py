@@ -1,7 +1,10 @@
 """Vector codes: how a window's memory vector is parameterized, quantized and stored.
 
-Two codes, recorded in the container header (``vectors``) and specified in docs/FORMAT.md:
+Three codes, recorded in the container header (``vectors``) and specified in docs/FORMAT.md:
 
+* ``none`` -- no memory vectors: every window is decoded from the prefix token alone, its tokens
+  given by their ranks under the model (see memzip/rankcoder.py). The default: on this model no
+  vector is worth its bits (measured in the README).
 * ``full`` -- the vector itself in bf16: ``hidden_size`` numbers x 16 bits (the paper's setting).
 * ``compact`` -- ``e = mean + (scale * q) @ P``: ``q`` is ``rank`` signed integers of ``bits`` bits
   (|q| <= 2**(bits-1) - 1), ``scale`` one bf16 number per vector, ``mean`` the mean input embedding
@@ -23,16 +26,16 @@ from dataclasses import dataclass
 import torch
 
 BASIS_NAME = "embedding-pca-v1"
-CODES = ("full", "compact")
+CODES = ("none", "full", "compact")
 MIN_BITS, MAX_BITS = 2, 8
 _SCALE_BYTES = 2  # one bf16 scale per compact vector
 
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """Which code the memory vectors use: ``full`` bf16, or ``compact`` (rank, bits)."""
+    """Which code the memory vectors use: ``none``, ``full`` bf16, or ``compact`` (rank, bits)."""
 
-    code: str = "compact"
+    code: str = "none"
     rank: int = 256  # at most this many numbers (capped at the model's width)
     bits: int = 4
 
@@ -53,33 +56,35 @@ class VectorSpec:
 
     def header(self, lm=None) -> dict:
         """The container's ``vectors`` field; compact needs the model for its basis digest."""
-        if self.code == "full":
-            return {"code": "full"}
+        if self.code != "compact":
+            return {"code": self.code}
         return {"code": "compact", "rank": self.rank, "bits": self.bits, "basis": BASIS_NAME,
                 "basis_digest": basis_digest(lm, self.rank)}
 
     def code_bytes(self, hidden: int) -> int:
         """Stored bytes per window (before the container's zstd pass over all codes)."""
-        return hidden * 2 if self.code == "full" else _SCALE_BYTES + self.rank
+        return {"none": 0, "full": hidden * 2}.get(self.code, _SCALE_BYTES + self.rank)
 
     def stored_bits(self, hidden: int) -> int:
         """Information stored per window: the bits the code really uses (16 per bf16 number)."""
-        return hidden * 16 if self.code == "full" else 16 + self.rank * self.bits
+        return {"none": 0, "full": hidden * 16}.get(self.code, 16 + self.rank * self.bits)
 
     @property
     def levels(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
     def describe(self) -> str:
-        return "full bf16" if self.code == "full" else f"rank {self.rank}, {self.bits}-bit"
+        if self.code == "compact":
+            return f"rank {self.rank}, {self.bits}-bit"
+        return {"none": "no memory vectors", "full": "full bf16"}[self.code]
 
 
 def spec_from_header(value, hidden: int) -> VectorSpec:
     """The spec a container header names; ValueError on anything not exactly as specified."""
     if not isinstance(value, dict):
         raise ValueError("'vectors' must be an object")
-    if value == {"code": "full"}:
-        return VectorSpec("full")
+    if value in ({"code": "none"}, {"code": "full"}):
+        return VectorSpec(value["code"])
     if set(value) != {"code", "rank", "bits", "basis", "basis_digest"} or value["code"] != "compact":
         raise ValueError(f"unknown vector code {value!r}")
     digest = value["basis_digest"]
@@ -103,7 +108,7 @@ def check_codes(spec: VectorSpec, hidden: int, blob: bytes, windows: int) -> Non
     size = spec.code_bytes(hidden)
     if len(blob) != windows * size:
         raise ValueError(f"vector codes hold {len(blob)} bytes, {windows} windows need {windows * size}")
-    if not windows:
+    if not windows or spec.code == "none":
         return
     if spec.code == "full":
         values = torch.frombuffer(bytearray(blob), dtype=torch.bfloat16)
@@ -202,8 +207,11 @@ class VectorCode:
         q = torch.round(params / scale.float().unsqueeze(1)).clamp(-levels, levels)
         return scale, q
 
-    def rebuild(self, codes: bytes | list[bytes]) -> torch.Tensor:
-        """Vectors [n, hidden] (float32) from stored codes: what the decoder feeds the model."""
+    def rebuild(self, codes: bytes | list[bytes]) -> torch.Tensor | None:
+        """Vectors [n, hidden] (float32) from stored codes: what the decoder feeds the model (None for
+        the code ``none``: the decoder then feeds no vector)."""
+        if self.spec.code == "none":
+            return None
         blob = b"".join(codes) if isinstance(codes, list) else codes
         n = len(blob) // self.size
         if n * self.size != len(blob):

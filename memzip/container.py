@@ -11,14 +11,16 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import zstandard
 
 from .codes import VectorSpec, check_codes, spec_from_header
 from .errors import ContainerError
+from .rankcoder import decode_ranks, encode_ranks
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 KIND_WINDOW, KIND_RAW = 0, 1
 ZSTD_LEVEL = 19
 
@@ -31,6 +33,11 @@ MAX_DECODE_BATCH = 256  # rows decoded together
 MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
 ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
 ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device")
+
+# zstd raw-content dictionary for the header frame: typical headers, so that field names and common
+# values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
+HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
+HEADER_DICTIONARY_SHA256 = "842f291b62d0b0ca1ecdcb3f7f185a853a1d8653940242608f1f6bfb20a6ae9d"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 _SECTION_LEN = struct.Struct("<Q")
@@ -62,10 +69,23 @@ class Container:
     codes: bytes  # stored vector codes, one fixed-size record per window, in window order
     fallback: bytes  # raw spans concatenated, uncompressed
     sizes: dict = field(default_factory=dict)  # section sizes in bytes, filled by the reader and writer
+    ranks: list[int] | None = None  # the rank of every window token, windows in table order; None: all 0
 
     @property
     def window_count(self) -> int:
         return sum(1 for kind, _ in self.segments if kind == KIND_WINDOW)
+
+    @property
+    def window_lengths(self) -> list[int]:
+        return [n for kind, n in self.segments if kind == KIND_WINDOW]
+
+    def window_ranks(self) -> list[list[int]]:
+        """``ranks`` split per window."""
+        out, pos = [], 0
+        for n in self.window_lengths:
+            out.append(self.ranks[pos : pos + n] if self.ranks is not None else [0] * n)
+            pos += n
+        return out
 
     @property
     def vector_spec(self) -> VectorSpec:
@@ -108,14 +128,19 @@ def write(container: Container) -> bytes:
         check_codes(container.vector_spec, container.header["hidden_size"], container.codes, container.window_count)
     except ValueError as exc:
         raise ValueError(f"cannot write these vector codes: {exc}") from None
-    header = zstd_frame(json.dumps(container.header, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+    tokens = sum(container.window_lengths)
+    if container.ranks is not None and len(container.ranks) != tokens:
+        raise ValueError("one rank per window token is required")
+    header = pack_header(container.header)
     table = b"".join(_SEGMENT.pack(kind, length) for kind, length in container.segments)
     codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
+    ranks = encode_ranks(container.ranks if container.ranks is not None else [0] * tokens)
     parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
-    for section in (table, codes, fallback):
+    for section in (table, codes, ranks, fallback):
         parts += [_SECTION_LEN.pack(len(section)), section]
     body = b"".join(parts)
-    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "fallback": len(fallback)}
+    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "ranks": len(ranks),
+                       "fallback": len(fallback)}
     return body + hashlib.sha256(body).digest()
 
 
@@ -163,7 +188,8 @@ def read(blob: bytes) -> Container:
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
     _validate_header(header)
-    table, packed_codes, packed = r.section("segment table"), r.section("vectors"), r.section("fallback")
+    table, packed_codes = r.section("segment table"), r.section("vectors")
+    packed_ranks, packed = r.section("ranks"), r.section("fallback")
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])
@@ -171,15 +197,33 @@ def read(blob: bytes) -> Container:
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
         raise ContainerError("raw spans are larger than the original file")
+    tokens = sum(length for kind, length in segments if kind == KIND_WINDOW)
+    if tokens > header["original_size"] - raw_total:  # every window token stands for at least one byte
+        raise ContainerError("windows hold more tokens than the original file has bytes")
     codes = _parse_codes(packed_codes, header, n_windows)
+    try:
+        ranks = decode_ranks(packed_ranks, tokens)
+    except ValueError as exc:
+        raise ContainerError(f"ranks section: {exc}") from None
     fallback = _unzstd(packed, raw_total, "fallback")
-    sizes = {"header": header_len, "segments": len(table), "vectors": len(packed_codes), "fallback": len(packed)}
-    return Container(header, segments, codes, fallback, sizes)
+    sizes = {"header": header_len, "segments": len(table), "vectors": len(packed_codes), "ranks": len(packed_ranks),
+             "fallback": len(packed)}
+    return Container(header, segments, codes, fallback, sizes, ranks)
+
+
+def pack_header(header: dict) -> bytes:
+    """The header section: canonical JSON, one zstd frame against HEADER_DICTIONARY."""
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_header_dictionary()).compress(text)
+
+
+def _header_dictionary() -> zstandard.ZstdCompressionDict:
+    return zstandard.ZstdCompressionDict(HEADER_DICTIONARY, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 def unpack_header(packed: bytes):
-    """The JSON value a header section holds: one zstd frame declaring 1..MAX_HEADER_BYTES bytes of
-    UTF-8 JSON (checked before anything is allocated); ContainerError otherwise."""
+    """The JSON value a header section holds: one zstd frame (against HEADER_DICTIONARY) declaring
+    1..MAX_HEADER_BYTES bytes of UTF-8 JSON (checked before anything is allocated); ContainerError otherwise."""
     try:
         declared = zstandard.get_frame_parameters(packed).content_size
     except zstandard.ZstdError as exc:
@@ -187,7 +231,7 @@ def unpack_header(packed: bytes):
     if not 0 < declared <= MAX_HEADER_BYTES:  # also rejects frames without a declared size
         raise ContainerError(f"header must declare 1..{MAX_HEADER_BYTES} bytes of JSON")
     try:
-        return json.loads(_unzstd(packed, declared, "header").decode("utf-8"))
+        return json.loads(_unzstd(packed, declared, "header", _header_dictionary()).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
 
@@ -215,7 +259,7 @@ def _parse_codes(packed: bytes, header: dict, n_windows: int) -> bytes:
     return codes
 
 
-def _unzstd(packed: bytes, size: int, what: str) -> bytes:
+def _unzstd(packed: bytes, size: int, what: str, dictionary=None) -> bytes:
     """A section holding one zstd frame of exactly ``size`` bytes (empty when ``size`` is 0)."""
     if size == 0:
         if packed:
@@ -227,7 +271,7 @@ def _unzstd(packed: bytes, size: int, what: str) -> bytes:
         params = zstandard.get_frame_parameters(packed)
         if params.content_size != size:
             raise ContainerError(f"{what} size does not match the segment table")
-        data = zstandard.ZstdDecompressor().decompress(packed, max_output_size=size)
+        data = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(packed, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise ContainerError(f"{what} section is not a valid zstd frame ({exc})") from None
     if len(data) != size:

@@ -1,81 +1,145 @@
-"""Greedy replay of memory vectors: the one decode path used by the decompressor *and* by the
-compressor's verification, so that a window counts as stored only if this exact code regenerates it.
-Vectors come from ``memzip.codes.VectorCode.rebuild`` (the stored codes turned into float32 vectors).
+"""Replay: the one decode path used by the decompressor *and* by the compressor, so that a window
+counts as stored only if this exact code regenerates it.
 
-Input of each row: ``[embed(prefix_id), vector]``; then greedy decoding with a KV cache, one token per
-step for every row in lockstep (rows never need padding). Each row is decoded for its own length and no
-EOS is involved: the container stores every window's token count.
+Input of each row: ``[embed(prefix_id)]``, followed by the window's memory vector when the file has
+vectors (rebuilt by ``memzip.codes.VectorCode.rebuild``). Then decoding with a KV cache, one token per
+step for every row in lockstep (rows never need padding; a row past its own length keeps taking its
+greedy token, which nothing reads). At each step a row takes the token of its stored *rank* in that
+step's logits (rank 0 = the greedy argmax; order: decreasing logit, lower token id first on ties).
+Memory-vector windows are stored with every rank 0, i.e. plain greedy decoding. No EOS is involved:
+the container stores every window's token count.
 
-``replay`` also reports, at every generated position, the *margin*: the chosen (top) logit minus the
-runner-up. A token can only change under small numeric differences (another batch size, thread count
-or machine) if they exceed its margin, so the compressor accepts a window only when the smallest
-margin along its replay is at least the safety margin it was asked for.
+``rank_tokens`` runs the same steps feeding the window's own tokens and reports their ranks: what
+the compressor stores for a predicted window. Both report, at every position, the *margin*: the top
+logit minus the runner-up. A greedy token can only change under small numeric differences (another
+batch size, thread count or machine) if they exceed its margin, so the compressor accepts a memory
+vector only when the smallest margin along its replay is at least the safety margin it was asked for.
 """
 
 from __future__ import annotations
 
 import torch
 
-def greedy_decode(
-    lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, prefix_id: int, on_batch=None
-) -> list[list[int]]:
-    """Token ids regenerated from rebuilt ``vectors`` [n, d], ``lengths[i]`` tokens each.
 
-    Rows are decoded in consecutive batches of ``batch_size``; ``on_batch(rows_done)`` follows each.
+def greedy_decode(
+    lm, vectors: torch.Tensor | None, lengths: list[int], batch_size: int, prefix_id: int, ranks=None, on_step=None
+) -> list[list[int]]:
+    """Token ids regenerated for windows of ``lengths[i]`` tokens from their ``vectors`` [n, d] (None:
+    no memory vectors) and ``ranks`` (one list per window; None: all 0, i.e. greedy).
+
+    Rows are decoded in consecutive batches of ``batch_size``; ``on_step(tokens_done)`` follows each step.
     """
-    return replay(lm, vectors, lengths, batch_size, prefix_id, on_batch)[0]
+    return replay(lm, vectors, lengths, batch_size, prefix_id, ranks, on_step)[0]
+
+
+def replay(lm, vectors, lengths: list[int], batch_size: int, prefix_id: int, ranks=None, on_step=None):
+    """``greedy_decode`` that also returns, per row, the top-1 minus top-2 logit at every position."""
+    if ranks is not None and [len(r) for r in ranks] != list(lengths):
+        raise ValueError("one rank per token of every window is required")
+    return _run(lm, vectors, lengths, batch_size, prefix_id, ranks, None, on_step)
+
+
+def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=None):
+    """(ranks, margins) of each window's own tokens along the replay that feeds them: storing these
+    ranks makes ``greedy_decode`` regenerate the windows, given the same batches."""
+    windows = [list(w) for w in windows]
+    return _run(lm, vectors, [len(w) for w in windows], batch_size, prefix_id, None, windows, on_step)
 
 
 @torch.no_grad()
-def replay(
-    lm, vectors: torch.Tensor, lengths: list[int], batch_size: int, prefix_id: int, on_batch=None
-) -> tuple[list[list[int]], list[list[float]]]:
-    """``greedy_decode`` that also returns, per row, the top-1 minus top-2 logit at every position."""
-    if not vectors.is_floating_point() or vectors.ndim != 2:
-        raise TypeError("greedy_decode takes a float matrix of vectors [n, hidden]")
-    if len(lengths) != vectors.shape[0]:
-        raise ValueError("one length per vector is required")
+def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step):
+    if vectors is not None:
+        if not vectors.is_floating_point() or vectors.ndim != 2:
+            raise TypeError("vectors must be a float matrix [n, hidden] or None")
+        if vectors.shape[0] != len(lengths):
+            raise ValueError("one length per vector is required")
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
+    if any(n < 1 for n in lengths):
+        raise ValueError("windows hold at least one token")
     out: list[list[int]] = []
     margins: list[list[float]] = []
     for start in range(0, len(lengths), batch_size):
-        batch = slice(start, start + batch_size)
-        tokens, gaps = _decode_batch(lm, vectors[batch], lengths[batch], prefix_id)
-        out.extend(tokens)
+        rows = slice(start, start + batch_size)
+        done_before = sum(lengths[:start])
+        step_hook = None if on_step is None else (lambda done: on_step(done_before + done))
+        if teacher is not None:
+            given = _padded(teacher[rows], lengths[rows], -1)
+        else:
+            given = _padded(ranks[rows] if ranks is not None else None, lengths[rows], 0)
+        result, gaps = _decode_batch(
+            lm, vectors[rows] if vectors is not None else None, lengths[rows], prefix_id,
+            given, teacher is not None, step_hook,
+        )
+        out.extend(result)
         margins.extend(gaps)
-        if on_batch is not None:
-            on_batch(len(out))
     return out, margins
 
 
-def _decode_batch(lm, vectors: torch.Tensor, lengths: list[int], prefix_id: int):
-    n = len(lengths)
-    if n == 0:
-        return [], []
+def _padded(rows, lengths, fill):
     steps = max(lengths)
+    if rows is None:
+        return torch.zeros((len(lengths), steps), dtype=torch.long)
+    return torch.tensor([list(r) + [fill] * (steps - len(r)) for r in rows], dtype=torch.long)
+
+
+def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step):
+    """One batch in lockstep. ``given`` [n, steps]: ranks to take (decode) or tokens to feed (teacher,
+    -1 past a row's end). Returns per row the tokens (decode) or ranks (teacher), and the margins."""
+    n, steps = given.shape
     device = lm.device
     dtype = lm.model.get_input_embeddings().weight.dtype
-    prefix = lm.embed(torch.full((n, 1), prefix_id, dtype=torch.long, device=device))
-    embeds = torch.cat([prefix, vectors.to(device=device, dtype=dtype).unsqueeze(1)], dim=1)
-    generated = torch.empty((n, steps), dtype=torch.long, device=device)
+    embeds = lm.embed(torch.full((n, 1), prefix_id, dtype=torch.long, device=device))
+    if vectors is not None:
+        embeds = torch.cat([embeds, vectors.to(device=device, dtype=dtype).unsqueeze(1)], dim=1)
+    given = given.to(device)
+    produced = torch.empty((n, steps), dtype=torch.long, device=device)
     gap = torch.empty((n, steps), dtype=torch.float32, device=device)
     past = None
     for i in range(steps):
         result = lm.model(inputs_embeds=embeds, past_key_values=past, use_cache=True, logits_to_keep=1)
         past = result.past_key_values
         logits = result.logits[:, -1, :]
-        token = logits.argmax(dim=-1)  # first index on ties, as the format specifies
-        generated[:, i] = token
-        top2 = logits.topk(2, dim=-1).values.float() if logits.shape[-1] > 1 else None
-        gap[:, i] = (top2[:, 0] - top2[:, 1]) if top2 is not None else float("inf")
+        greedy = logits.argmax(dim=-1)  # first index on ties, as the format specifies
+        if teacher:
+            fed = torch.where(given[:, i] >= 0, given[:, i], greedy)
+            produced[:, i] = rank_of(logits, fed)
+        else:
+            fed = select_rank(logits, given[:, i], greedy)
+            produced[:, i] = fed
+        if logits.shape[-1] > 1:
+            top2 = logits.topk(2, dim=-1).values.float()
+            gap[:, i] = top2[:, 0] - top2[:, 1]
+        else:
+            gap[:, i] = float("inf")
+        if on_step is not None:
+            on_step(sum(min(i + 1, k) for k in lengths))
         if i + 1 < steps:
-            embeds = lm.embed(token.unsqueeze(1))
-    rows, gaps = generated.tolist(), gap.tolist()
+            embeds = lm.embed(fed.unsqueeze(1))
+    rows, gaps = produced.tolist(), gap.tolist()
     return [r[:k] for r, k in zip(rows, lengths)], [g[:k] for g, k in zip(gaps, lengths)]
 
 
+def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per row, the rank of ``tokens`` in ``logits`` [n, vocab]: how many logits are greater, plus how
+    many equal ones have a lower token id."""
+    chosen = logits.gather(1, tokens.unsqueeze(1))
+    ids = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0)
+    return (logits > chosen).sum(1) + ((logits == chosen) & (ids < tokens.unsqueeze(1))).sum(1)
+
+
+def select_rank(logits: torch.Tensor, ranks: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:
+    """Per row, the token at ``ranks`` in ``logits`` ordered by decreasing value, lower id first on ties
+    (``greedy`` is the rank-0 token, already known)."""
+    out = greedy.clone()
+    rows = (ranks > 0).nonzero().flatten()
+    if rows.numel():
+        order = torch.sort(logits[rows], dim=-1, descending=True, stable=True).indices
+        out[rows] = order.gather(1, ranks[rows].unsqueeze(1)).squeeze(1)
+    return out
+
+
 def reproduces(lm, vectors: torch.Tensor, windows, margin: float, batch_size: int) -> list[bool]:
-    """Per row: does replay regenerate the window exactly, every token ahead by at least ``margin``?"""
+    """Per row: does greedy replay regenerate the window exactly, every token ahead by at least ``margin``?"""
     tokens, gaps = replay(lm, vectors, [len(w) for w in windows], batch_size, lm.prefix_id)
     return [t == list(w) and min(g, default=float("inf")) >= margin for t, g, w in zip(tokens, gaps, windows)]

@@ -58,7 +58,8 @@ def _text_windows(text: str, tokenizer, window: int) -> list[Segment]:
     for k, (a, b) in enumerate(zip(starts, starts[1:])):
         span = text[a:b].encode("utf-8")
         tokens = tuple(ids[k * window : (k + 1) * window])
-        if span and detokenize(tokenizer, tokens) == span:
+        # a token stands for at least one byte (the reader bounds the work of decoding by it)
+        if span and len(tokens) <= len(span) and detokenize(tokenizer, tokens) == span:
             segments.append(Segment(span, tokens))
         elif span:
             segments.append(Segment(span))

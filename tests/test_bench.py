@@ -4,11 +4,12 @@ import json
 
 from bench import corpora
 from bench.__main__ import parse_variant, run
+from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings
 
 
 def test_quick_bench_on_the_tiny_model(lm, tmp_path):
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=20, lr=0.1), store="always")
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=20, lr=0.1), store="always", vectors=VectorSpec("compact"))
     full = parse_variant("full:window=4,steps=20,vectors=full,store=always")
     paper_settings = {30: OptimizerSettings(steps=10, lr=0.1, batch=20)}
     summary = run(lm, corpora.quick(), [("memzip", settings), full], [30], paper_settings, tmp_path, "test", say=lambda _: None)
@@ -28,7 +29,7 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
     assert written["rows"] == rows and "machine" in written
     assert "| memzip |" in (tmp_path / "summary.md").read_text()
     assert mz["bits_per_vector"] == 16 + 64 * 4 and mz["settings"]["vectors"] == "rank 64, 4-bit"  # rank capped at 64
-    assert sum(mz["sections"].values()) + 70 == mz["output_bytes"]  # 14 preamble + 3 x 8 lengths + 32 trailer
+    assert sum(mz["sections"].values()) + 78 == mz["output_bytes"]  # 14 preamble + 4 x 8 lengths + 32 trailer
     mz_full = next(r for r in rows if r["method"] == "memzip full")
     assert mz_full["bits_per_vector"] == 64 * 16 and mz_full["exact"]
     for name in ("compression.png", "paper.png", "codes.png"):
@@ -51,7 +52,7 @@ def test_reproducibility_measurement_on_the_tiny_model(lm):
 
     from tiny import TRAINING_TEXT
 
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0), store="always")
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0), store="always", vectors=VectorSpec("compact"))
     c = container.read(compress(TRAINING_TEXT[:60].encode(), lm, settings))
     result = reproducibility.measure(lm, c, [1, 2, 5], [1, 2], say=lambda _t: None)
     assert len(result["runs"]) == 6 and result["windows"] == c.window_count

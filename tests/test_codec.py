@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
 from memzip.container import KIND_WINDOW
 from memzip.errors import IntegrityError, ModelLoadError, ModelMismatchError
@@ -14,8 +15,8 @@ from memzip.model import fingerprint
 from tiny import tiny_lm
 
 # Settings under which the tiny random model memorizes some short windows (and quickly gives up on others).
-QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), store="always")
-CHEAP = CompressSettings(window=4, optimizer=OptimizerSettings(steps=2, lr=0.3, batch=8), store="always")
+QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), store="always", vectors=VectorSpec("compact"))
+CHEAP = CompressSettings(window=4, optimizer=OptimizerSettings(steps=2, lr=0.3, batch=8), store="always", vectors=VectorSpec("compact"))
 
 SAMPLES = {
     "empty": b"",
@@ -131,9 +132,9 @@ def test_window_that_fails_the_final_replay_is_demoted_to_raw(lm, monkeypatch):
     real = codec.greedy_decode
     corrupted = []
 
-    def flaky(lm_, vectors, lengths, batch_size, prefix_id, on_batch=None):
-        out = real(lm_, vectors, lengths, batch_size, prefix_id, on_batch)
-        if on_batch is not None and not corrupted:  # only the container replay passes on_batch
+    def flaky(lm_, vectors, lengths, batch_size, prefix_id, ranks=None, on_step=None):
+        out = real(lm_, vectors, lengths, batch_size, prefix_id, ranks, on_step)
+        if on_step is not None and not corrupted:  # only the container replay passes on_step
             out[0] = [(out[0][0] + 1) % len(lm_.tokenizer)] + out[0][1:]
             corrupted.append(True)
         return out

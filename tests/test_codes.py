@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
-from memzip.codec import worth_trying
+from memzip.codec import worth_storing
 from memzip.codes import VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, spec_from_header
 from memzip.windows import Segment
 from tiny import TRAINING_TEXT
@@ -93,17 +93,18 @@ def test_stored_bits_count_what_the_code_carries():
 def test_smaller_policy_tries_only_windows_a_code_could_beat():
     data = b"x" * 1000  # zstd shrinks this to almost nothing: no window is worth a vector
     windows = [Segment(b"x" * 100, (1,) * 4), Segment(b"x" * 900, (1,) * 4)]
-    assert worth_trying(data, windows, 20, "smaller") == [False, False]
-    assert worth_trying(data, windows, 20, "always") == [True, True]
+    assert worth_storing(data, windows, [20, 20], "smaller") == [False, False]
+    assert worth_storing(data, windows, [20, 20], "always") == [True, True]
     noise = bytes(range(256)) * 4  # incompressible: a 10-byte code beats a 100-byte window
     windows = [Segment(noise[:100], (1,) * 4), Segment(noise[100:110], (1,) * 4)]
-    assert worth_trying(noise, windows, 10, "smaller") == [True, False]
+    assert worth_storing(noise, windows, [10, 10], "smaller") == [True, False]
 
 
-def test_default_policy_stores_raw_what_a_vector_cannot_beat(lm):
+def test_smaller_policy_stores_raw_what_a_vector_cannot_beat(lm):
     data = TRAINING_TEXT[:120].encode()
     report = []
-    blob = compress(data, lm, CompressSettings(window=4, optimizer=OptimizerSettings(steps=5)), report=report)
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=5), vectors=VectorSpec("compact"))
+    blob = compress(data, lm, settings, report=report)
     r = report[0]
     assert r.not_tried == r.windows == r.fallback_windows and r.vectors == 0 and r.steps == []
     c = container.read(blob)

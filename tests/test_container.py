@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bench.fuzz import section_offsets
 from memzip import container
 from memzip.codes import VectorSpec
+from memzip.rankcoder import encode_ranks
 from memzip.container import KIND_RAW, KIND_WINDOW, Container
 from memzip.errors import ContainerError
 
@@ -128,9 +129,9 @@ def test_not_a_memzip_file():
 def _with_header(mutate):
     blob = container.write(make())
     (hlen,) = struct.unpack_from("<I", blob, 10)
-    header = json.loads(zstandard.ZstdDecompressor().decompress(blob[14:14 + hlen]))
+    header = container.unpack_header(blob[14:14 + hlen])
     mutate(header)
-    new = _zstd(json.dumps(header).encode())
+    new = container.pack_header(header)
     return reseal(blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-32])
 
 
@@ -192,13 +193,15 @@ def _zstd(data: bytes, **options) -> bytes:
     return zstandard.ZstdCompressor(**options).compress(data) if data else b""
 
 
-def _write_unchecked(c: Container, codes_section: bytes | None = None) -> bytes:
+def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_section: bytes | None = None) -> bytes:
     """Serialize without the writer's own validation of codes vs segments."""
-    header = _zstd(json.dumps(c.header).encode())
+    header = container.pack_header(c.header)
     table = b"".join(struct.pack("<BI", k, n) for k, n in c.segments)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     codes = _zstd(c.codes) if codes_section is None else codes_section
-    for section in (table, codes, _zstd(c.fallback)):
+    if ranks_section is None:
+        ranks_section = encode_ranks([0] * sum(n for k, n in c.segments if k == KIND_WINDOW))
+    for section in (table, codes, ranks_section, _zstd(c.fallback)):
         parts += [struct.pack("<Q", len(section)), section]
     return reseal(b"".join(parts))
 
@@ -312,9 +315,9 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
 
     c = make(segments=((KIND_RAW, 10),), fallback=b"")
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
-    header = _zstd(json.dumps(c.header).encode())
+    header = container.pack_header(c.header)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
-    for section in (struct.pack("<BI", KIND_RAW, 10), b"", bomb):
+    for section in (struct.pack("<BI", KIND_RAW, 10), b"", b"", bomb):
         parts += [struct.pack("<Q", len(section)), section]
     with pytest.raises(ContainerError, match="fallback"):
         container.read(reseal(b"".join(parts)))

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip.codes import VectorSpec
 from memzip.codec import stored_vectors
 from memzip.decoder import replay, reproduces
 from tiny import TRAINING_TEXT
 
-SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0), store="always")
+SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0), store="always", vectors=VectorSpec("compact"))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_reproduces_rejects_a_window_whose_margin_is_too_small(lm, stored):
 
 def test_a_higher_margin_still_round_trips(lm):
     data = TRAINING_TEXT[:80].encode()
-    strict = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=3.0), store="always")
+    strict = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=3.0), store="always", vectors=VectorSpec("compact"))
     blob = compress(data, lm, strict)
     c = container.read(blob)
     if c.window_count:

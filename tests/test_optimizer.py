@@ -86,7 +86,7 @@ def test_step_budget_is_respected(lm):
     windows = _windows(lm, "compression is prediction; prediction is compression", 16)
     progress = []
     results = optimize_windows(
-        lm, windows, OptimizerSettings(steps=5, lr=1e-6, batch=2), VectorCode(VectorSpec(), lm),
+        lm, windows, OptimizerSettings(steps=5, lr=1e-6, batch=2), VectorCode(VectorSpec("compact"), lm),
         lambda v, t: [False] * len(t), lambda finished, steps: progress.append((finished, steps)),
     )
     assert [r.code for r in results] == [None] * len(windows)

@@ -9,12 +9,13 @@ import time
 import pytest
 import torch
 
+from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, codec, compress, container, decompress
 from memzip.journal import Journal
 from memzip.optimizer import WindowResult
 from tiny import TRAINING_TEXT
 
-QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4), store="always")
+QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4), store="always", vectors=VectorSpec("compact"))
 IDENTITY = {"input_sha256": "ab" * 32, "settings": {"betas": (0.9, 0.999)}}
 CODE_BYTES = 10
 
@@ -125,7 +126,7 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
     data = TRAINING_TEXT[:60].encode()
     path = str(tmp_path / "f.mz.part")
     compress(data, lm, QUICK, journal_path=path)
-    other = CompressSettings(window=5, optimizer=QUICK.optimizer, store="always")
+    other = CompressSettings(window=5, optimizer=QUICK.optimizer, store="always", vectors=VectorSpec("compact"))
     report = []
     blob = compress(data, lm, other, report=report, journal_path=path)
     assert report[0].resumed == 0 and decompress(blob, lm) == data
@@ -133,7 +134,8 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
 
 # --- the real command, killed and interrupted in a subprocess --------------------------------------
 
-SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "--threads", "1", "--store", "always"]
+SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "--threads", "1", "--store", "always",
+        "--vectors", "compact"]
 RECORD = 9 + 2 + 64 + 4  # journal record of a window stored as a vector (tiny model: compact rank capped at 64)
 
 
