@@ -27,8 +27,7 @@ _HEADER_VALUES = [0, -1, 1, 2**31, 2**63, 2**64 + 5, 1.5, float("nan"), "", "x" 
                   {"a": 1}, "0" * 64, "f" * 64, "bfloat16", "float32"]
 
 
-def _reseal(body: bytes) -> bytes:
-    return body + hashlib.sha256(body).digest()
+_reseal = container.seal
 
 
 def _header_span(blob: bytes) -> tuple[int, int] | None:
@@ -60,23 +59,30 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
         target[key] = target[key] + rng.choice([-1, 1, 2, -(2**20), 2**20, 2**40])
     else:
         target[key] = rng.choice(_HEADER_VALUES)
-    new = container.zstd_frame(json.dumps(header).encode())
+    new = container.pack_header(header)
     return blob[:10] + struct.pack("<I", len(new)) + new + blob[span[1]:]
 
 
-def section_offsets(blob: bytes) -> list[int]:
-    """Offsets of the u64 length fields of the segment table, vectors and fallback sections (as many as fit)."""
+def section_offsets(blob: bytes) -> list[tuple[int, int]]:
+    """(offset, size) of the varint length fields of the sections after the header (as many as parse)."""
     span = _header_span(blob)
-    offsets, pos = [], span[1] if span else len(blob)
-    while pos + 8 <= len(blob) - 32 and len(offsets) < 3:
-        offsets.append(pos)
-        pos += 8 + struct.unpack_from("<Q", blob, pos)[0]
+    offsets, pos, end = [], span[1] if span else len(blob), len(blob) - container.TRAILER_LEN
+    while pos < end and len(offsets) < len(container.SECTIONS):
+        size, value = 0, 0
+        while pos + size < end and size < 10:
+            byte = blob[pos + size]
+            value |= (byte & 0x7F) << (7 * size)
+            size += 1
+            if not byte & 0x80:
+                break
+        offsets.append((pos, size))
+        pos += size + value
     return offsets
 
 
 def mutate(blob: bytes, rng: random.Random) -> bytes:
     """One random hostile variant of a valid container (resealed with a correct trailer most of the time)."""
-    body = bytearray(blob[:-32])
+    body = bytearray(blob[: -container.TRAILER_LEN])
     for _ in range(rng.choice([1, 1, 1, 2, 3, 8])):
         kind = rng.random()
         if kind < 0.25 and body:
@@ -90,10 +96,11 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
             i = rng.randrange(len(body) + 1)
             body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
         elif kind < 0.7:
-            offsets = section_offsets(bytes(body) + bytes(32))
+            offsets = section_offsets(bytes(body) + bytes(container.TRAILER_LEN))
             if offsets:
-                value = rng.choice([0, 1, 2**31, 2**63, 2**64 - 1, rng.randrange(1 << 20)])
-                struct.pack_into("<Q", body, rng.choice(offsets), value)
+                value = rng.choice([0, 1, 2**31, 2**63, 2**64 - 1, 2**70, rng.randrange(1 << 20)])
+                at, size = rng.choice(offsets)
+                body[at : at + size] = container.varint(value)
         elif kind < 0.75 and len(body) >= 10:
             struct.pack_into("<H", body, 8, rng.choice([0, 1, 3, 255, 65535]))
         else:
@@ -101,7 +108,8 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
     if rng.random() < 0.85:
         return _reseal(bytes(body))
     keep = rng.random() < 0.5
-    return bytes(body) + (blob[-32:] if keep else bytes(rng.randrange(256) for _ in range(rng.randrange(33))))
+    trailer = blob[-container.TRAILER_LEN :]
+    return bytes(body) + (trailer if keep else bytes(rng.randrange(256) for _ in range(rng.randrange(33))))
 
 
 def check(blob: bytes, original: bytes, lm) -> str:

@@ -60,16 +60,17 @@ def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dic
     t2 = time.perf_counter()
     r = report[0]
     code = settings.vectors.fitted(lm.hidden_size)
+    c = container.read(blob)
     return row(
         corpus, label, len(blob), t1 - t0, t2 - t1, back == corpus.data,
-        windows=r.windows, vectors=r.vectors, fallbacks=r.fallback_windows,
+        windows=r.windows, vectors=r.vectors, predicted=r.predicted, fallbacks=r.fallback_windows,
         steps_median=statistics.median(r.steps) if r.steps else None,
         steps_p90=r.stats()["steps_p90"],
-        settings={"window": settings.window, "vectors": code.describe(),
+        settings={"window": c.header["window"], "vectors": code.describe(),
                   **{k: list(v) if isinstance(v, tuple) else v
                      for k, v in vars(settings.optimizer.resolved(lm.device)).items()
                      if k in ("steps", "lr", "batch", "margin", "betas", "precision", "verify_batch")}},
-        sections=dict(container.read(blob).sizes),  # header, segments, vectors, fallback; + 70 B of framing
+        sections=dict(c.sizes),  # header, segments, vectors, ranks, fallback; + preamble, lengths, trailer
         bits_per_vector=code.stored_bits(lm.hidden_size),
         optimizer_steps=sum(r.steps),  # window-steps spent on windows that became vectors
         # the bench process's peak resident memory so far (model included): an upper bound for this row

@@ -42,11 +42,11 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("rows"):
         lines += [
             "## Compression\n",
-            "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | compress B/s | decompress s | decompress B/s | exact | windows (vectors/raw) | steps median / p90 |",
+            "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | compress B/s | decompress s | decompress B/s | exact | windows (vectors/predicted/raw) | steps median / p90 |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
         ]
         for r in summary["rows"]:
-            windows = f"{r['windows']} ({r['vectors']}/{r['fallbacks']})" if "windows" in r else ""
+            windows = f"{r['windows']} ({r['vectors']}/{r.get('predicted', 0)}/{r['fallbacks']})" if "windows" in r else ""
             steps = f"{_fmt(r['steps_median'], 1)} / {_fmt(r['steps_p90'])}" if "steps_median" in r else ""
             code = r.get("settings", {}).get("vectors", "")
             code += f" ({r['bits_per_vector']} bits)" if "bits_per_vector" in r else ""
@@ -130,7 +130,8 @@ def _codes_plot(plt, rows, coded, corpora, out: Path) -> Path:
         mine = [r for r in coded if r["corpus"] == corpus]
         ax.scatter([r["bits_per_vector"] for r in mine], [r["ratio"] for r in mine], color="tab:red", zorder=3)
         for r in mine:
-            ax.annotate(f"{r['settings']['vectors']}, w{r['settings']['window']}: {r['vectors']}/{r['windows']} vec",
+            stored = f"{r['vectors']}/{r['windows']} vec" if r["vectors"] or not r.get("predicted") else f"{r['predicted']}/{r['windows']} pred"
+            ax.annotate(f"{r['settings']['vectors']}, w{r['settings']['window']}: {stored}",
                         (r["bits_per_vector"], r["ratio"]), fontsize=6, textcoords="offset points", xytext=(4, 2))
         for r in rows:
             if r["corpus"] == corpus and "bits_per_vector" not in r and r["ratio"] is not None:

@@ -40,10 +40,10 @@ HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_byte
 HEADER_DICTIONARY_SHA256 = "842f291b62d0b0ca1ecdcb3f7f185a853a1d8653940242608f1f6bfb20a6ae9d"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
-_SECTION_LEN = struct.Struct("<Q")
 _SEGMENT = struct.Struct("<BI")  # kind, length (tokens for windows, bytes for raw spans)
 SEGMENT_ENTRY_BYTES = _SEGMENT.size
-_TRAILER_LEN = 32
+TRAILER_LEN = 8  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
+SECTIONS = ("segment table", "vectors", "ranks", "fallback")  # after the header, each length-prefixed
 
 HEADER_KEYS = {
     "memzip_version": str,
@@ -137,11 +137,26 @@ def write(container: Container) -> bytes:
     ranks = encode_ranks(container.ranks if container.ranks is not None else [0] * tokens)
     parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
     for section in (table, codes, ranks, fallback):
-        parts += [_SECTION_LEN.pack(len(section)), section]
+        parts += [varint(len(section)), section]
     body = b"".join(parts)
     container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "ranks": len(ranks),
                        "fallback": len(fallback)}
-    return body + hashlib.sha256(body).digest()
+    return seal(body)
+
+
+def seal(body: bytes) -> bytes:
+    """``body`` followed by its trailer."""
+    return body + hashlib.sha256(body).digest()[:TRAILER_LEN]
+
+
+def varint(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits per byte, least significant first, high bit = more bytes follow."""
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def zstd_frame(data: bytes) -> bytes:
@@ -160,9 +175,19 @@ class _Reader:
         self.pos += n
         return chunk
 
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(10):  # at most 10 bytes: values below 2**64
+            (byte,) = self.take(1, what)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if (byte == 0 and i > 0) or value >= 1 << 64:
+                    raise ContainerError(f"{what} is not a canonical length")
+                return value
+        raise ContainerError(f"{what} is longer than 10 bytes")
+
     def section(self, what: str) -> bytes:
-        (n,) = _SECTION_LEN.unpack(self.take(_SECTION_LEN.size, f"{what} length"))
-        return self.take(n, what)
+        return self.take(self.varint(f"{what} length"), what)
 
 
 def read(blob: bytes) -> Container:
@@ -171,7 +196,7 @@ def read(blob: bytes) -> Container:
         raise ContainerError("empty file, not a memzip file")
     if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
         raise ContainerError("not a memzip file (bad magic)")
-    if len(blob) < _PREAMBLE.size + _TRAILER_LEN:
+    if len(blob) < _PREAMBLE.size + TRAILER_LEN:
         raise ContainerError("truncated file")
     _, version, header_len = _PREAMBLE.unpack_from(blob)
     if version != FORMAT_VERSION:
@@ -179,8 +204,8 @@ def read(blob: bytes) -> Container:
         raise ContainerError(
             f"format version {version} is not supported{newer}; this memzip reads version {FORMAT_VERSION}"
         )
-    body, trailer = blob[:-_TRAILER_LEN], blob[-_TRAILER_LEN:]
-    if hashlib.sha256(body).digest() != trailer:
+    body = blob[:-TRAILER_LEN]
+    if seal(body) != blob:
         raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
     r = _Reader(body)
     r.pos = _PREAMBLE.size
@@ -188,8 +213,7 @@ def read(blob: bytes) -> Container:
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
     _validate_header(header)
-    table, packed_codes = r.section("segment table"), r.section("vectors")
-    packed_ranks, packed = r.section("ranks"), r.section("fallback")
+    table, packed_codes, packed_ranks, packed = (r.section(what) for what in SECTIONS)
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])

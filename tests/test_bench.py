@@ -4,6 +4,7 @@ import json
 
 from bench import corpora
 from bench.__main__ import parse_variant, run
+from memzip import container
 from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings
 
@@ -20,7 +21,7 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
     assert any(m.startswith("model limit (512-token") for m in methods)
     assert all(r["exact"] for r in rows if r["exact"] is not None)
     mz = next(r for r in rows if r["method"] == "memzip")
-    assert mz["windows"] == mz["vectors"] + mz["fallbacks"] and mz["input_bytes"] == len(corpora.quick()[0].data)
+    assert mz["windows"] == mz["vectors"] + mz["predicted"] + mz["fallbacks"] and mz["input_bytes"] == len(corpora.quick()[0].data)
     limit = next(r for r in rows if r["method"].startswith("model limit (4"))
     assert limit["bits"] > 0 and limit["output_bytes"] * 8 >= limit["bits"]
     (p,) = summary["paper"]
@@ -29,7 +30,8 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
     assert written["rows"] == rows and "machine" in written
     assert "| memzip |" in (tmp_path / "summary.md").read_text()
     assert mz["bits_per_vector"] == 16 + 64 * 4 and mz["settings"]["vectors"] == "rank 64, 4-bit"  # rank capped at 64
-    assert sum(mz["sections"].values()) + 78 == mz["output_bytes"]  # 14 preamble + 4 x 8 lengths + 32 trailer
+    lengths = sum(len(container.varint(n)) for name, n in mz["sections"].items() if name != "header")
+    assert sum(mz["sections"].values()) + 14 + lengths + container.TRAILER_LEN == mz["output_bytes"]
     mz_full = next(r for r in rows if r["method"] == "memzip full")
     assert mz_full["bits_per_vector"] == 64 * 16 and mz_full["exact"]
     for name in ("compression.png", "paper.png", "codes.png"):

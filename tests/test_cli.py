@@ -64,8 +64,9 @@ def _bad_files(blob: bytes) -> dict:
 
     from bench.fuzz import section_offsets
 
-    names = ("segments", "vectors", "fallback")
-    starts = {"header": 14, **{n: o + 8 for n, o in zip(names, section_offsets(blob))}, "checksum": len(blob) - 32}
+    names = ("segments", "vectors", "ranks", "fallback")
+    starts = {"header": 14, **{n: o + size for n, (o, size) in zip(names, section_offsets(blob))},
+              "checksum": len(blob) - container.TRAILER_LEN}
     newer = bytearray(blob)
     newer[8] = container.FORMAT_VERSION + 1
     return {

@@ -22,6 +22,8 @@ COMPACT = {"code": "compact", "rank": 4, "bits": 4, "basis": "embedding-pca-v1",
 def codes_for(n: int, vectors: dict = COMPACT, seed: int = 0) -> bytes:
     """Valid stored codes for n windows: bf16 vectors, or a positive bf16 scale and 4-bit integers."""
     g = torch.Generator().manual_seed(seed)
+    if vectors["code"] == "none":
+        return b""
     if vectors["code"] == "full":
         return torch.randn(n, HIDDEN, generator=g).to(torch.bfloat16).view(torch.uint8).numpy().tobytes()
     scale = torch.full((n, 1), 0.1).to(torch.bfloat16).view(torch.uint8)
@@ -52,7 +54,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
 
 def reseal(body: bytes) -> bytes:
     """Recompute the trailer, to reach the checks behind the container checksum."""
-    return body + hashlib.sha256(body).digest()
+    return container.seal(body)
 
 
 @pytest.mark.parametrize("vectors", [COMPACT, {"code": "full"}])
@@ -132,7 +134,7 @@ def _with_header(mutate):
     header = container.unpack_header(blob[14:14 + hlen])
     mutate(header)
     new = container.pack_header(header)
-    return reseal(blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-32])
+    return reseal(blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-container.TRAILER_LEN])
 
 
 @pytest.mark.parametrize(
@@ -202,7 +204,7 @@ def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_sec
     if ranks_section is None:
         ranks_section = encode_ranks([0] * sum(n for k, n in c.segments if k == KIND_WINDOW))
     for section in (table, codes, ranks_section, _zstd(c.fallback)):
-        parts += [struct.pack("<Q", len(section)), section]
+        parts += [container.varint(len(section)), section]
     return reseal(b"".join(parts))
 
 
@@ -257,17 +259,29 @@ def test_codes_section_must_hold_exactly_the_declared_size():
             container.read(_write_unchecked(c, section))
 
 
-@pytest.mark.parametrize("section", [0, 1, 2])
-def test_huge_section_lengths_are_errors_not_allocations(section):
+@pytest.mark.parametrize("section", [0, 1, 2, 3])
+@pytest.mark.parametrize("length, message", [((1 << 64) - 1, "truncated|past the end"),
+                                             (1 << 64, "not a canonical length"), (1 << 80, "longer than 10 bytes")])
+def test_huge_section_lengths_are_errors_not_allocations(section, length, message):
     blob = container.write(make())
-    bad = bytearray(blob[:-32])
-    struct.pack_into("<Q", bad, section_offsets(blob)[section], (1 << 64) - 1)
-    with pytest.raises(ContainerError, match="truncated|past the end"):
+    bad = bytearray(blob[: -container.TRAILER_LEN])
+    at, size = section_offsets(blob)[section]
+    bad[at : at + size] = container.varint(length)
+    with pytest.raises(ContainerError, match=message):
+        container.read(reseal(bytes(bad)))
+
+
+def test_section_lengths_must_be_canonical():
+    blob = container.write(make())
+    bad = bytearray(blob[: -container.TRAILER_LEN])
+    at, size = section_offsets(blob)[0]
+    bad[at : at + size] = bytes([bad[at] | 0x80, 0x00])  # the same value with a needless zero byte
+    with pytest.raises(ContainerError, match="not a canonical length"):
         container.read(reseal(bytes(bad)))
 
 
 def test_huge_header_length_is_refused_before_reading():
-    blob = bytearray(container.write(make())[:-32])
+    blob = bytearray(container.write(make())[: -container.TRAILER_LEN])
     struct.pack_into("<I", blob, 10, 0xFFFFFFFF)
     with pytest.raises(ContainerError, match="truncated"):
         container.read(reseal(bytes(blob)))
@@ -275,7 +289,7 @@ def test_huge_header_length_is_refused_before_reading():
 
 def _with_packed_header(packed: bytes) -> bytes:
     blob = container.write(make())
-    rest = blob[14 + struct.unpack_from("<I", blob, 10)[0]:-32]
+    rest = blob[14 + struct.unpack_from("<I", blob, 10)[0]:-container.TRAILER_LEN]
     return reseal(blob[:10] + struct.pack("<I", len(packed)) + packed + rest)
 
 
@@ -318,7 +332,7 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
     header = container.pack_header(c.header)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     for section in (struct.pack("<BI", KIND_RAW, 10), b"", b"", bomb):
-        parts += [struct.pack("<Q", len(section)), section]
+        parts += [container.varint(len(section)), section]
     with pytest.raises(ContainerError, match="fallback"):
         container.read(reseal(b"".join(parts)))
 
@@ -333,8 +347,39 @@ def test_fuzz_mutations_give_only_container_errors(data):
     cut = data.draw(st.integers(0, len(blob)))
     blob = bytes(blob[:cut])
     if data.draw(st.booleans()):
-        blob = reseal(blob[:-32]) if len(blob) > 32 else blob
+        blob = reseal(blob[: -container.TRAILER_LEN]) if len(blob) > container.TRAILER_LEN else blob
     try:
         container.read(blob)
     except ContainerError:
         pass
+
+
+def test_ranks_round_trip_and_are_read_strictly():
+    c = make(vectors={"code": "none"})
+    assert c.codes == b""
+    c.ranks = [0, 5, 49151, 2, 0]
+    back = container.read(container.write(c))
+    assert back.ranks == c.ranks and back.window_ranks() == [[0, 5, 49151], [2, 0]]
+    good = encode_ranks(c.ranks)
+    for section, message in ((good + b"\x00", "canonical"), (b"", "missing"), (encode_ranks([7] * 4), "")):
+        with pytest.raises(ContainerError, match="ranks section"):
+            container.read(_write_unchecked(c, ranks_section=section))
+    with pytest.raises(ValueError, match="one rank per window token"):
+        container.write(make(vectors={"code": "none"}).__class__(c.header, c.segments, b"", c.fallback, ranks=[1, 2]))
+
+
+def test_windows_cannot_claim_more_tokens_than_the_file_has_bytes():
+    c = make(segments=((KIND_WINDOW, 4),) * 30, fallback=b"", vectors={"code": "none"})  # 120 tokens, 100 bytes
+    with pytest.raises(ContainerError, match="more tokens than the original file has bytes"):
+        container.read(_write_unchecked(c))
+
+
+def test_the_header_dictionary_is_the_one_the_format_pins():
+    from pathlib import Path
+
+    digest = hashlib.sha256(container.HEADER_DICTIONARY).hexdigest()
+    assert digest == container.HEADER_DICTIONARY_SHA256
+    assert digest in (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
+    typical = container.pack_header(make().header)
+    assert len(typical) < len(container.zstd_frame(json.dumps(make().header).encode()))
+    assert container.unpack_header(typical) == make().header

@@ -1,0 +1,129 @@
+"""Predicted windows (the default, no memory vectors): tokens stored as their ranks under the model."""
+
+import pytest
+import torch
+
+from memzip import CompressSettings, codec, compress, container, decompress
+from memzip.codes import VectorCode, VectorSpec
+from memzip.decoder import greedy_decode, rank_of, rank_tokens, select_rank
+from memzip.errors import ContainerError
+from memzip.optimizer import OptimizerSettings
+from tiny import TRAINING_TEXT
+
+PREDICT = CompressSettings(window=8, store="always")
+
+
+def test_rank_of_and_select_rank_are_inverse_even_with_ties():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randint(-3, 4, (5, 40), generator=gen).float()  # many exact ties
+    greedy = logits.argmax(dim=-1)
+    for t in range(40):
+        tokens = torch.full((5,), t)
+        ranks = rank_of(logits, tokens)
+        assert torch.equal(select_rank(logits, ranks, greedy), tokens)
+    assert torch.equal(rank_of(logits, greedy), torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("with_vectors", [False, True])
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_stored_ranks_regenerate_the_windows(lm, with_vectors, batch):
+    ids = lm.tokenizer(TRAINING_TEXT[:200], add_special_tokens=False)["input_ids"]
+    windows = [ids[i : i + 9] for i in range(0, len(ids), 9)]
+    vectors = None
+    if with_vectors:
+        code = VectorCode(VectorSpec("full"), lm)
+        vectors = code.rebuild(code.quantize(torch.randn(len(windows), lm.hidden_size, generator=torch.Generator().manual_seed(1))))
+    ranks, _ = rank_tokens(lm, vectors, windows, batch, lm.prefix_id)
+    assert any(r > 0 for row in ranks for r in row)  # the model is not perfect: the ranks carry information
+    assert greedy_decode(lm, vectors, [len(w) for w in windows], batch, lm.prefix_id, ranks) == windows
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        TRAINING_TEXT[:150].encode(),
+        "línea uno\r\nzweite Zeile — ünïcödé ☃ 🎉\r\n".encode(),
+        b"text \xff\xfe then \x00 bytes \x80 and more text after them.",
+        b"",
+        b"a",
+    ],
+)
+def test_default_settings_round_trip_anything(lm, data):
+    report = []
+    blob = compress(data, lm, report=report)
+    assert decompress(blob, lm) == data
+    c = container.read(blob)
+    assert c.header["vectors"] == {"code": "none"} and c.codes == b"" and c.header["settings"] == {}
+    assert report[0].vectors == 0 and report[0].steps == []
+
+
+def test_predicted_windows_store_ranks_and_beat_raw_on_text_the_model_knows(lm):
+    data = TRAINING_TEXT[:300].encode()
+    report = []
+    blob = compress(data, lm, PREDICT, report=report)
+    c = container.read(blob)
+    r = report[0]
+    assert r.predicted == r.windows == c.window_count > 1 and r.fallback_windows == 0
+    assert len(c.ranks) == sum(c.window_lengths) and c.sizes["ranks"] > 0
+    assert c.header["stats"]["predicted_windows"] == r.predicted
+    assert c.sizes["ranks"] < len(container.zstd_frame(data))  # the tiny model learned this text
+    assert decompress(blob, lm) == data
+
+
+def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
+    data = bytes(range(32, 127)) * 3  # no model predicts this; zstd shrinks it to almost nothing
+    report = []
+    blob = compress(data, lm, CompressSettings(window=8), report=report)
+    c = container.read(blob)
+    assert c.window_count == 0 and report[0].predicted == 0 and report[0].fallback_windows == report[0].windows
+    assert decompress(blob, lm) == data
+
+
+def test_default_window_grows_with_the_input():
+    none, full = VectorSpec("none"), VectorSpec("full")
+    assert codec.default_window(full, 10_000) == codec.DEFAULT_WINDOW
+    lo, hi = codec.PREDICT_WINDOW_RANGE
+    assert codec.default_window(none, 10) == lo
+    assert codec.default_window(none, hi * codec.PARALLEL_ROWS) == hi
+    assert lo < codec.default_window(none, hi * codec.PARALLEL_ROWS // 2) < hi
+
+
+def test_a_demoted_window_changes_the_batches_so_ranks_are_computed_again(lm, monkeypatch):
+    real_decode, real_rank = codec.greedy_decode, codec.rank_tokens
+    calls, corrupted = [], []
+
+    def counting_rank(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real_rank(*args, **kwargs)
+
+    def flaky(lm_, vectors, lengths, batch_size, prefix_id, ranks=None, on_step=None):
+        out = real_decode(lm_, vectors, lengths, batch_size, prefix_id, ranks, on_step)
+        if not corrupted:
+            out[1] = [(out[1][0] + 1) % len(lm_.tokenizer)] + out[1][1:]
+            corrupted.append(True)
+        return out
+
+    monkeypatch.setattr(codec, "rank_tokens", counting_rank)
+    monkeypatch.setattr(codec, "greedy_decode", flaky)
+    data = TRAINING_TEXT[:200].encode()
+    report = []
+    blob = compress(data, lm, PREDICT, report=report)
+    assert report[0].demoted_by_final_check == 1 and report[0].predicted == report[0].windows - 1
+    assert calls == [report[0].windows, report[0].windows - 1]
+    monkeypatch.setattr(codec, "greedy_decode", real_decode)
+    assert decompress(blob, lm) == data
+
+
+def test_a_rank_beyond_the_vocabulary_is_refused_before_decoding(lm):
+    data = TRAINING_TEXT[:40].encode()
+    c = container.read(compress(data, lm, PREDICT))
+    c.ranks = [len(lm.tokenizer) + 5] + c.ranks[1:]
+    with pytest.raises(ContainerError, match="beyond the vocabulary"):
+        decompress(container.write(c), lm)
+
+
+def test_memory_vector_files_store_all_zero_ranks(lm):
+    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8),
+                                vectors=VectorSpec("full"), store="always")
+    c = container.read(compress(TRAINING_TEXT[:40].encode(), lm, settings))
+    assert c.window_count > 0 and set(c.ranks) == {0} and c.sizes["ranks"] <= 4
