@@ -164,9 +164,9 @@ def compress(
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
-    ranked: dict[tuple, list[list[int]]] = {}  # ranks computed, by the windows replayed together
+    book = _RankBook(lm, decode_batch, progress)
     if code.spec.code == "none":
-        stored, not_tried = _predict(data, lm, windows, decode_batch, settings.store, progress, ranked)
+        stored, not_tried = _predict(data, windows, settings.store, book)
         resumed = 0
     else:
         stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path)
@@ -187,7 +187,7 @@ def compress(
     demoted = 0
     while True:  # prove the file with the decompressor's own replay and assembly before returning it
         kept = [s for s in windows if id(s) in stored]
-        ranks = _ranks(lm, kept, decode_batch, progress, ranked) if code.spec.code == "none" else None
+        ranks = book.of(kept) if code.spec.code == "none" else None
         summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
         blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks))
         c = container.read(blob)
@@ -197,6 +197,9 @@ def compress(
         bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
         if not bad:
             raise IntegrityError("internal error: the container does not reproduce the input")
+        if ranks is not None and not book.computed_together(kept):
+            book.compute(kept)  # ranks from other batches: recompute them for these before blaming a window
+            continue
         for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
             del stored[id(s)]
         demoted += len(bad)
@@ -219,23 +222,44 @@ def _summary(spec: VectorSpec, windows, stored: dict, demoted: int, resumed: int
     return CompressReport(len(windows), vectors, len(windows) - len(stored), steps, demoted, resumed, not_tried, predicted)
 
 
-def _predict(data, lm, windows, decode_batch, store, progress, ranked) -> tuple[dict, int]:
+def _predict(data, windows, store, book: "_RankBook") -> tuple[dict, int]:
     """Windows worth storing as ranks (by id, WindowResult with an empty code) and how many are not."""
-    costs = window_costs(_ranks(lm, windows, decode_batch, progress, ranked))
-    worth = worth_storing(data, windows, costs, store)
+    worth = worth_storing(data, windows, window_costs(book.of(windows)), store)
     stored = {id(s): WindowResult(b"", 0) for s, ok in zip(windows, worth) if ok}
     return stored, len(windows) - len(stored)
 
 
-def _ranks(lm, windows, decode_batch, progress, ranked) -> list[list[int]]:
-    """Ranks of the windows' tokens when exactly these windows are replayed together (memoized in
-    ``ranked``: the batches, hence the arithmetic, change when a window is dropped)."""
-    key = tuple(id(s) for s in windows)
-    if key not in ranked:
-        progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
-        ranked[key] = rank_tokens(lm, None, [s.tokens for s in windows], decode_batch, lm.prefix_id, progress.update)[0]
-        progress.done()
-    return ranked[key]
+class _RankBook:
+    """Ranks of predicted windows, with the set of windows each was computed alongside.
+
+    A window's ranks depend on the exact logits of its replay, and in principle on which rows share
+    its batches. Once some windows are dropped the batches change; the ranks computed before are
+    reused anyway (a row's numbers usually do not depend on its batch mates), and the proof replay
+    decides: if it disagrees, they are recomputed for exactly the windows kept before any is blamed.
+    """
+
+    def __init__(self, lm, decode_batch: int, progress: Progress):
+        self.lm, self.decode_batch, self.progress = lm, decode_batch, progress
+        self.rows: dict[int, list[int]] = {}
+        self.batch_of: dict[int, tuple] = {}
+
+    def compute(self, windows) -> None:
+        key = tuple(id(s) for s in windows)
+        self.progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
+        rows = rank_tokens(self.lm, None, [s.tokens for s in windows], self.decode_batch, self.lm.prefix_id,
+                           self.progress.update)[0]
+        self.progress.done()
+        for s, row in zip(windows, rows):
+            self.rows[id(s)], self.batch_of[id(s)] = row, key
+
+    def of(self, windows) -> list[list[int]]:
+        if any(id(s) not in self.rows for s in windows):
+            self.compute(windows)
+        return [self.rows[id(s)] for s in windows]
+
+    def computed_together(self, windows) -> bool:
+        key = tuple(id(s) for s in windows)
+        return all(self.batch_of.get(id(s)) == key for s in windows)
 
 
 def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path) -> tuple[dict, int, int]:

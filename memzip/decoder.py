@@ -97,9 +97,7 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
     gap = torch.empty((n, steps), dtype=torch.float32, device=device)
     past = None
     for i in range(steps):
-        result = lm.model(inputs_embeds=embeds, past_key_values=past, use_cache=True, logits_to_keep=1)
-        past = result.past_key_values
-        logits = result.logits[:, -1, :]
+        logits, past = lm.next_logits(embeds, past)
         greedy = logits.argmax(dim=-1)  # first index on ties, as the format specifies
         if teacher:
             fed = torch.where(given[:, i] >= 0, given[:, i], greedy)

