@@ -197,9 +197,6 @@ def compress(
         bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
         if not bad:
             raise IntegrityError("internal error: the container does not reproduce the input")
-        if ranks is not None and not book.computed_together(kept):
-            book.compute(kept)  # ranks from other batches: recompute them for these before blaming a window
-            continue
         for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
             del stored[id(s)]
         demoted += len(bad)
@@ -230,12 +227,12 @@ def _predict(data, windows, store, book: "_RankBook") -> tuple[dict, int]:
 
 
 class _RankBook:
-    """Ranks of predicted windows, with the set of windows each was computed alongside.
+    """Ranks of predicted windows, computed for exactly the windows replayed together.
 
-    A window's ranks depend on the exact logits of its replay, and in principle on which rows share
-    its batches. Once some windows are dropped the batches change; the ranks computed before are
-    reused anyway (a row's numbers usually do not depend on its batch mates), and the proof replay
-    decides: if it disagrees, they are recomputed for exactly the windows kept before any is blamed.
+    A window's ranks depend on the exact logits of its replay, and those depend on its batch: on this
+    CPU, dropping one window of twelve from a batch changed the ranks of others (the BLAS kernels
+    differ with the number of rows). So whenever the set of stored windows changes, ranks are
+    computed again for exactly that set, and the proof replay checks them.
     """
 
     def __init__(self, lm, decode_batch: int, progress: Progress):
@@ -253,7 +250,7 @@ class _RankBook:
             self.rows[id(s)], self.batch_of[id(s)] = row, key
 
     def of(self, windows) -> list[list[int]]:
-        if any(id(s) not in self.rows for s in windows):
+        if not self.computed_together(windows):
             self.compute(windows)
         return [self.rows[id(s)] for s in windows]
 

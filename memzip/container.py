@@ -32,12 +32,12 @@ MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the d
 MAX_DECODE_BATCH = 256  # rows decoded together
 MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
 ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
-ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device")
+ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device", "cpu_capability")
 
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "842f291b62d0b0ca1ecdcb3f7f185a853a1d8653940242608f1f6bfb20a6ae9d"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "013b60e253e9f493c16df0df7cbb2d83705928394ee3f722fec8bb26d8be22e8"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 _SEGMENT = struct.Struct("<BI")  # kind, length (tokens for windows, bytes for raw spans)

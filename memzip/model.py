@@ -124,6 +124,8 @@ class LanguageModel:
             "model_dtype": str(self.model.get_input_embeddings().weight.dtype).removeprefix("torch."),
             "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
             "device": self.device.type,
+            # the CPU's vector instructions select the float kernels; ranks follow logits to ~1e-5
+            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         }
 
     def embed(self, ids):
