@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT) && cp $(DEMO) $(DEMO_OUT)/sample.txt
-	@echo "== memzip c $(DEMO) (packaged SmolLM2-135M-Instruct, CPU)"
+	@echo "== memzip c $(DEMO) (packaged SmolLM2-135M-Instruct, CPU; default: tokens stored as ranks under the model)"
 	@$(BIN)/memzip c $(DEMO_OUT)/sample.txt
 	@mv $(DEMO_OUT)/sample.txt $(DEMO_OUT)/original.txt
 	@$(BIN)/memzip x $(DEMO_OUT)/sample.txt.mz
 	@cmp $(DEMO_OUT)/original.txt $(DEMO_OUT)/sample.txt && echo "   restored file is byte-identical"
 	@$(BIN)/memzip info $(DEMO_OUT)/sample.txt.mz
-	@echo "== memzip c --vectors full --store always: the paper's full bf16 memory vector for every window (expands text)"
+	@echo "== memzip c --vectors full --store always: the paper's memory vectors, one full bf16 vector per window (expands text)"
 	@$(BIN)/memzip c --vectors full --store always -o $(DEMO_OUT)/always.mz $(DEMO_OUT)/original.txt
 	@$(BIN)/memzip x -o $(DEMO_OUT)/always.txt $(DEMO_OUT)/always.mz
 	@cmp $(DEMO_OUT)/original.txt $(DEMO_OUT)/always.txt && echo "   restored file is byte-identical"
