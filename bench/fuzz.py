@@ -126,8 +126,8 @@ def check(blob: bytes, original: bytes, lm) -> str:
 
 
 def seed_containers(lm) -> list[tuple[bytes, bytes]]:
-    """(container, original) pairs from the tiny model: text as compact codes and as full vectors, mixed,
-    invalid UTF-8, all raw, empty."""
+    """(container, original) pairs from the tiny model: text as predicted windows (ranks), as compact codes
+    and as full vectors, mixed, invalid UTF-8, all raw, empty."""
     from memzip import CompressSettings, OptimizerSettings, compress
     from memzip.codes import VectorSpec
 
@@ -136,7 +136,9 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     opt = OptimizerSettings(steps=60, lr=0.1, batch=8)
     compact = CompressSettings(window=4, optimizer=opt, store="always", vectors=VectorSpec("compact"))
     full = CompressSettings(window=4, optimizer=opt, vectors=VectorSpec("full"), store="always")
+    predicted = CompressSettings(window=8, store="always")
     inputs = [
+        (TRAINING_TEXT[:120].encode(), predicted),
         (TRAINING_TEXT[:90].encode(), compact),
         (TRAINING_TEXT[:60].encode(), full),
         (b"The quick brown fox \xff\xfe jumps\r\n over \x00 the lazy dog.", compact),

@@ -97,9 +97,16 @@ def test_every_truncation_is_an_error():
             container.read(blob[:n])
 
 
-def test_every_flipped_bit_is_an_error():
-    """Header, segment table, vectors, fallback and the checksum itself: every single-bit flip."""
-    blob = container.write(make())
+def _predicted():
+    c = make(vectors={"code": "none"})
+    c.ranks = [0, 3, 17, 0, 260]
+    return c
+
+
+@pytest.mark.parametrize("build", [make, _predicted])
+def test_every_flipped_bit_is_an_error(build):
+    """Header, segment table, vectors, ranks, fallback and the checksum itself: every single-bit flip."""
+    blob = container.write(build())
     for i in range(len(blob)):
         for bit in range(8):
             bad = bytearray(blob)

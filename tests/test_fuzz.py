@@ -18,7 +18,7 @@ def seeds(lm):
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.integers(0, 4), st.integers(0, 2**32 - 1))
+@given(st.integers(0, 5), st.integers(0, 2**32 - 1))
 def test_mutated_containers_are_refused_or_exact(lm, seeds, which, seed):
     blob, original = seeds[which]
     outcome = fuzz.check(fuzz.mutate(blob, random.Random(seed)), original, lm)
@@ -29,9 +29,10 @@ def test_unmutated_seeds_decode_and_the_fuzzer_reaches_the_decoder(lm, seeds):
     assert all(fuzz.check(blob, original, lm) == "ok" for blob, original in seeds)
     from memzip import container
 
-    with_vectors = [container.read(blob) for blob, _ in seeds[:2]]
-    assert [c.vector_spec.code for c in with_vectors] == ["compact", "full"]
-    assert all(c.window_count >= 1 for c in with_vectors)  # the codes sections are really fuzzed
+    with_windows = [container.read(blob) for blob, _ in seeds[:3]]
+    assert [c.vector_spec.code for c in with_windows] == ["none", "compact", "full"]
+    assert all(c.window_count >= 1 for c in with_windows)  # the codes and ranks sections are really fuzzed
+    assert any(r > 0 for r in with_windows[0].ranks)
     result = fuzz.run(300, seed=1, lm=lm, say=lambda _t: None)
     assert result["bugs"] == [] and sum(result["outcomes"].values()) == 300
     refused = {k for k in result["outcomes"] if k.startswith("refused")}
