@@ -139,9 +139,9 @@ def _codes_plot(plt, rows, coded, corpora, out: Path) -> Path:
                 ax.axhline(r["ratio"], linestyle=style, linewidth=0.8, color="gray")
                 ax.annotate(r["method"], (0, r["ratio"]), xycoords=("axes fraction", "data"), fontsize=6, color="gray")
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xscale("log")
+        ax.set_xscale("symlog", linthresh=1)  # 0 bits: predicted windows, no memory vector
         ax.set_yscale("log")
-        ax.set_xlabel("bits stored per memory vector (log)")
+        ax.set_xlabel("bits stored per memory vector (0 = none: ranks only; symlog)")
         ax.set_ylabel("compression ratio (output / input, log)")
         ax.set_title(corpus, fontsize=9)
     return _save(plt, fig, out / "codes.png")

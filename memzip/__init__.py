@@ -1,4 +1,5 @@
-"""memzip: lossless text compression with memory tokens (one optimized embedding per token window)."""
+"""memzip: lossless text compression with a frozen language model: memory tokens (one optimized embedding per
+token window) or, by default, the ranks of each token under the model's own prediction."""
 
 __version__ = "0.2.0"
 
