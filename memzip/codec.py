@@ -110,7 +110,9 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
     """``settings`` with every default decided for this input and model: the window length and what
     the optimizer's "auto" means here (this is what the header and the journal record)."""
     window = settings.window
-    if window is None:
+    if window is None and settings.vectors.code != "none":
+        window = default_window(settings.vectors, 0)
+    elif window is None:
         approx_tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
         window = default_window(settings.vectors, approx_tokens)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
