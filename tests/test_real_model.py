@@ -76,10 +76,11 @@ def test_default_settings_predict_prose_below_zstd_and_xz(real_lm):
         torch.set_num_threads(before)
 
 
-def test_invalid_utf8_nul_and_empty(real_lm):
+@pytest.mark.parametrize("settings", [SHORT, CompressSettings(store="always")], ids=["full vectors", "predicted"])
+def test_invalid_utf8_nul_and_empty(real_lm, settings):
     data = b"header\x00\x00\xff\xfe binary junk \x80 and then: a sentence in plain English.\r\n"
-    assert decompress(compress(data, real_lm, SHORT), real_lm) == data
-    assert decompress(compress(b"", real_lm, SHORT), real_lm) == b""
+    assert decompress(compress(data, real_lm, settings), real_lm) == data
+    assert decompress(compress(b"", real_lm, settings), real_lm) == b""
 
 
 def test_file_from_the_real_model_refuses_another_model(real_lm, lm):
