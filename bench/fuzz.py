@@ -136,7 +136,7 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     opt = OptimizerSettings(steps=60, lr=0.1, batch=8)
     compact = CompressSettings(window=4, optimizer=opt, store="always", vectors=VectorSpec("compact"))
     full = CompressSettings(window=4, optimizer=opt, vectors=VectorSpec("full"), store="always")
-    predicted = CompressSettings(window=8, store="always")
+    predicted = CompressSettings(window=8, store="always", rank_margin=0.5)  # ranks and explicit ids
     inputs = [
         (TRAINING_TEXT[:120].encode(), predicted),
         (TRAINING_TEXT[:90].encode(), compact),

@@ -67,6 +67,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="smaller: store a window by the model (ranks or a vector) only where that is expected to be "
                    "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
                    "(the paper's setting with vectors; expands text) (default smaller)")
+    from .codec import DEFAULT_RANK_MARGIN
+
+    c.add_argument("--rank-margin", type=float, default=DEFAULT_RANK_MARGIN,
+                   help="predicted windows: store a token by its id where another token's logit is within this "
+                   "of its own, so that decoding tolerates numeric differences below half of it (another CPU or "
+                   f"library); 0 = ranks only, smallest files (default {DEFAULT_RANK_MARGIN})")
     c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
     c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
     c.add_argument("--precision", choices=PRECISIONS, default=d.precision,
@@ -181,7 +187,9 @@ def _settings(args):
         raise UsageError("--lr must be positive and --margin non-negative")
     opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
     spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
-    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store)
+    if not args.rank_margin >= 0:
+        raise UsageError("--rank-margin must be non-negative")
+    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, rank_margin=args.rank_margin)
 
 
 def _human(n: float) -> str:

@@ -31,6 +31,9 @@ DEFAULT_WINDOW = 16  # tokens per memory-vector window
 # that still yields PARALLEL_ROWS windows, so small files are not decoded one slow row at a time.
 PREDICT_WINDOW_RANGE = (64, 256)
 PARALLEL_ROWS = 16
+# Predicted windows: a token whose logit is within this of another token's is stored by its id, not its
+# rank, so that numeric differences below half of it (another machine, library, batch) cannot change it.
+DEFAULT_RANK_MARGIN = 0.0
 STORE_POLICIES = ("smaller", "always")
 DECODE_BATCH = 64
 
@@ -60,10 +63,13 @@ class CompressSettings:
     # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
     # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
     store: str = "smaller"
+    rank_margin: float = DEFAULT_RANK_MARGIN  # predicted windows: see DEFAULT_RANK_MARGIN
 
     def __post_init__(self) -> None:
         if self.store not in STORE_POLICIES:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
+        if not self.rank_margin >= 0:
+            raise SettingsError("rank margin must be non-negative")
 
 
 def percentile(values: list, q: float):
@@ -166,7 +172,7 @@ def compress(
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
-    book = _RankBook(lm, decode_batch, progress)
+    book = _RankBook(lm, decode_batch, progress, settings.rank_margin)
     if code.spec.code == "none":
         stored, not_tried = _predict(data, windows, settings.store, book)
         resumed = 0
@@ -183,7 +189,7 @@ def compress(
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
         "decode_batch": decode_batch,
-        "settings": {} if code.spec.code == "none" else asdict(settings.optimizer),
+        "settings": {"rank_margin": settings.rank_margin} if code.spec.code == "none" else asdict(settings.optimizer),
         "environment": lm.environment(),
     }
     demoted = 0
@@ -237,8 +243,8 @@ class _RankBook:
     computed again for exactly that set, and the proof replay checks them.
     """
 
-    def __init__(self, lm, decode_batch: int, progress: Progress):
-        self.lm, self.decode_batch, self.progress = lm, decode_batch, progress
+    def __init__(self, lm, decode_batch: int, progress: Progress, margin: float):
+        self.lm, self.decode_batch, self.progress, self.margin = lm, decode_batch, progress, margin
         self.rows: dict[int, list[int]] = {}
         self.batch_of: dict[int, tuple] = {}
 
@@ -246,7 +252,7 @@ class _RankBook:
         key = tuple(id(s) for s in windows)
         self.progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
         rows = rank_tokens(self.lm, None, [s.tokens for s in windows], self.decode_batch, self.lm.prefix_id,
-                           self.progress.update)[0]
+                           self.progress.update, self.margin)[0]
         self.progress.done()
         for s, row in zip(windows, rows):
             self.rows[id(s)], self.batch_of[id(s)] = row, key
@@ -355,8 +361,8 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
     vocab = lm.model.get_input_embeddings().weight.shape[0]
     if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= vocab:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
-    if c.ranks and max(c.ranks) >= vocab:  # (the reader always fills ranks)
-        raise ContainerError(f"a stored rank is beyond the vocabulary of model '{lm.model_id}' ({vocab} tokens)")
+    if c.ranks and max(max(c.ranks), -1 - min(c.ranks)) >= vocab:  # ranks >= 0, explicit ids < 0
+        raise ContainerError(f"a stored rank or token id is beyond the vocabulary of model '{lm.model_id}' ({vocab} tokens)")
     return lm
 
 

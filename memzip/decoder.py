@@ -5,7 +5,8 @@ Input of each row: ``[embed(prefix_id)]``, followed by the window's memory vecto
 vectors (rebuilt by ``memzip.codes.VectorCode.rebuild``). Then decoding with a KV cache, one token per
 step for every row in lockstep (rows never need padding; a row past its own length keeps taking its
 greedy token, which nothing reads). At each step a row takes the token of its stored *rank* in that
-step's logits (rank 0 = the greedy argmax; order: decreasing logit, lower token id first on ties).
+step's logits (rank 0 = the greedy argmax; order: decreasing logit, lower token id first on ties), or
+the token whose id is stored explicitly (a negative entry, see memzip/rankcoder.py).
 Memory-vector windows are stored with every rank 0, i.e. plain greedy decoding. No EOS is involved:
 the container stores every window's token count.
 
@@ -39,15 +40,20 @@ def replay(lm, vectors, lengths: list[int], batch_size: int, prefix_id: int, ran
     return _run(lm, vectors, lengths, batch_size, prefix_id, ranks, None, on_step)
 
 
-def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=None):
+def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=None, rank_margin: float = 0.0):
     """(ranks, margins) of each window's own tokens along the replay that feeds them: storing these
-    ranks makes ``greedy_decode`` regenerate the windows, given the same batches."""
+    ranks makes ``greedy_decode`` regenerate the windows, given the same batches.
+
+    A token whose logit is within ``rank_margin`` of any other token's is given explicitly instead
+    (``memzip.rankcoder.explicit(id)``): its rank could change under numeric differences smaller than
+    that, the id cannot. With every other token at least ``rank_margin`` away, a replay whose logits
+    differ from these by less than half of it anywhere still decodes the same tokens."""
     windows = [list(w) for w in windows]
-    return _run(lm, vectors, [len(w) for w in windows], batch_size, prefix_id, None, windows, on_step)
+    return _run(lm, vectors, [len(w) for w in windows], batch_size, prefix_id, None, windows, on_step, rank_margin)
 
 
 @torch.no_grad()
-def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step):
+def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, rank_margin=0.0):
     if vectors is not None:
         if not vectors.is_floating_point() or vectors.ndim != 2:
             raise TypeError("vectors must be a float matrix [n, hidden] or None")
@@ -69,7 +75,7 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step):
             given = _padded(ranks[rows] if ranks is not None else None, lengths[rows], 0)
         result, gaps = _decode_batch(
             lm, vectors[rows] if vectors is not None else None, lengths[rows], prefix_id,
-            given, teacher is not None, step_hook,
+            given, teacher is not None, step_hook, rank_margin,
         )
         out.extend(result)
         margins.extend(gaps)
@@ -83,9 +89,10 @@ def _padded(rows, lengths, fill):
     return torch.tensor([list(r) + [fill] * (steps - len(r)) for r in rows], dtype=torch.long)
 
 
-def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step):
-    """One batch in lockstep. ``given`` [n, steps]: ranks to take (decode) or tokens to feed (teacher,
-    -1 past a row's end). Returns per row the tokens (decode) or ranks (teacher), and the margins."""
+def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step, rank_margin=0.0):
+    """One batch in lockstep. ``given`` [n, steps]: stored entries to follow (decode: ranks, or explicit
+    ids as negative numbers) or tokens to feed (teacher, -1 past a row's end). Returns per row the
+    tokens (decode) or the entries to store (teacher), and the margins."""
     n, steps = given.shape
     device = lm.device
     dtype = lm.model.get_input_embeddings().weight.dtype
@@ -101,9 +108,13 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
         greedy = logits.argmax(dim=-1)  # first index on ties, as the format specifies
         if teacher:
             fed = torch.where(given[:, i] >= 0, given[:, i], greedy)
-            produced[:, i] = rank_of(logits, fed)
+            entry = rank_of(logits, fed)
+            if rank_margin > 0:
+                entry = torch.where(nearest_gap(logits, fed) < rank_margin, -1 - fed, entry)
+            produced[:, i] = entry
         else:
-            fed = select_rank(logits, given[:, i], greedy)
+            entry = given[:, i]
+            fed = torch.where(entry < 0, -1 - entry, select_rank(logits, entry.clamp_min(0), greedy))
             produced[:, i] = fed
         if logits.shape[-1] > 1:
             top2 = logits.topk(2, dim=-1).values.float()
@@ -124,6 +135,14 @@ def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     chosen = logits.gather(1, tokens.unsqueeze(1))
     ids = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0)
     return (logits > chosen).sum(1) + ((logits == chosen) & (ids < tokens.unsqueeze(1))).sum(1)
+
+
+def nearest_gap(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per row, how close the nearest other logit is to the logit of ``tokens``."""
+    chosen = logits.gather(1, tokens.unsqueeze(1))
+    gaps = (logits - chosen).abs()
+    gaps.scatter_(1, tokens.unsqueeze(1), float("inf"))
+    return gaps.amin(dim=1)
 
 
 def select_rank(logits: torch.Tensor, ranks: torch.Tensor, greedy: torch.Tensor) -> torch.Tensor:

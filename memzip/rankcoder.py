@@ -9,6 +9,9 @@ the model's probabilities, whose exact float values would have to match bit for 
   coded with adaptive frequencies over ``BUCKETS`` symbols (all 1 at the start; the coded bucket gains
   ``INCREMENT``; when the total exceeds ``MAX_TOTAL`` every frequency becomes ``(f + 1) // 2``);
 * then the ``b`` low bits of ``r + 1`` (most significant first), each coded as an even binary choice.
+* A token may instead be given by its id: the symbol ``ESCAPE`` (after the buckets, same adaptive
+  frequencies) and ``TOKEN_BITS`` bits of the id. The compressor does this where the token's logit is
+  within the rank margin of another one, so that its rank could change under tiny numeric differences.
 
 The arithmetic coder is the classic 32-bit integer coder with pending bits (Witten, Neal & Cleary 1987);
 the exact arithmetic is in docs/FORMAT.md. Readers are strict: a stream must be exactly what the encoder
@@ -21,6 +24,9 @@ import math
 
 BUCKETS = 20  # ranks 0 .. 2**20 - 2: more than any vocabulary memzip loads
 MAX_RANK = (1 << BUCKETS) - 2
+ESCAPE = BUCKETS  # the symbol after the last bucket: an explicit token id follows
+TOKEN_BITS = 20  # an explicit token id: 0 .. 2**20 - 1
+SYMBOLS = BUCKETS + 1
 INCREMENT = 32
 MAX_TOTAL = 1 << 16
 
@@ -34,8 +40,8 @@ class _Frequencies:
     """Adaptive bucket frequencies, updated identically by encoder and decoder."""
 
     def __init__(self) -> None:
-        self.freq = [1] * BUCKETS
-        self.total = BUCKETS
+        self.freq = [1] * SYMBOLS
+        self.total = SYMBOLS
 
     def interval(self, symbol: int) -> tuple[int, int, int]:
         low = sum(self.freq[:symbol])
@@ -134,26 +140,38 @@ class _Decoder:
             self.value = 2 * self.value + self._bit()
 
 
+def explicit(token: int) -> int:
+    """The stream entry for a token given by its id rather than its rank (a negative number)."""
+    return -1 - token
+
+
 def encode_ranks(ranks) -> bytes:
-    """The coded stream for ``ranks`` (empty bytes for no ranks)."""
+    """The coded stream for ``ranks`` (empty bytes for no ranks). An entry is a rank (>= 0) or an
+    explicit token id, written ``explicit(id)`` (< 0)."""
     ranks = list(ranks)
     if not ranks:
         return b""
     enc, model = _Encoder(), _Frequencies()
     for r in ranks:
-        if not 0 <= r <= MAX_RANK:
-            raise ValueError(f"rank {r} out of range 0..{MAX_RANK}")
-        bucket = (r + 1).bit_length() - 1
-        enc.encode(*model.interval(bucket))
-        model.update(bucket)
-        for shift in range(bucket - 1, -1, -1):
-            bit = ((r + 1) >> shift) & 1
+        if not -(1 << TOKEN_BITS) <= r <= MAX_RANK:
+            raise ValueError(f"rank {r} out of range")
+        symbol, bits, value = (ESCAPE, TOKEN_BITS, -1 - r) if r < 0 else _bucket(r)
+        enc.encode(*model.interval(symbol))
+        model.update(symbol)
+        for shift in range(bits - 1, -1, -1):
+            bit = (value >> shift) & 1
             enc.encode(bit, bit + 1, 2)
     return enc.finish()
 
 
+def _bucket(rank: int) -> tuple[int, int, int]:
+    """(bucket, number of raw bits, their value) for a rank: the low bits of rank + 1."""
+    bucket = (rank + 1).bit_length() - 1
+    return bucket, bucket, (rank + 1) - (1 << bucket)
+
+
 def decode_ranks(data: bytes, count: int) -> list[int]:
-    """Exactly ``count`` ranks from a stream ``encode_ranks`` wrote; ValueError for any other stream."""
+    """Exactly ``count`` entries from a stream ``encode_ranks`` wrote; ValueError for any other stream."""
     if count == 0:
         if data:
             raise ValueError("rank stream present but no window tokens")
@@ -162,15 +180,15 @@ def decode_ranks(data: bytes, count: int) -> list[int]:
         raise ValueError("rank stream missing")
     dec, model, ranks = _Decoder(data), _Frequencies(), []
     for _ in range(count):
-        bucket = model.find(dec.target(model.total))
-        dec.consume(*model.interval(bucket))
-        model.update(bucket)
-        value = 1
-        for _ in range(bucket):
+        symbol = model.find(dec.target(model.total))
+        dec.consume(*model.interval(symbol))
+        model.update(symbol)
+        value = 0
+        for _ in range(TOKEN_BITS if symbol == ESCAPE else symbol):
             bit = dec.target(2)
             dec.consume(bit, bit + 1, 2)
             value = 2 * value + bit
-        ranks.append(value - 1)
+        ranks.append(explicit(value) if symbol == ESCAPE else (1 << symbol) + value - 1)
     if encode_ranks(ranks) != data:
         raise ValueError("rank stream is not in canonical form (corrupt or padded)")
     return ranks
@@ -179,10 +197,13 @@ def decode_ranks(data: bytes, count: int) -> list[int]:
 def window_costs(rows) -> list[float]:
     """Estimated coded size in bytes of each row of ranks, under one static bucket model fitted to
     all rows (counts + 1/2): how the compressor decides per window whether prediction pays."""
-    counts = [0.5] * BUCKETS
+    def symbol(r: int) -> int:
+        return ESCAPE if r < 0 else (r + 1).bit_length() - 1
+
+    counts = [0.5] * SYMBOLS
     for row in rows:
         for r in row:
-            counts[(r + 1).bit_length() - 1] += 1
+            counts[symbol(r)] += 1
     total = sum(counts)
-    cost = [math.log2(total / c) + b for b, c in enumerate(counts)]
-    return [sum(cost[(r + 1).bit_length() - 1] for r in row) / 8 for row in rows]
+    cost = [math.log2(total / c) + (TOKEN_BITS if s == ESCAPE else s) for s, c in enumerate(counts)]
+    return [sum(cost[symbol(r)] for r in row) / 8 for row in rows]
