@@ -62,3 +62,17 @@ def test_reproducibility_measurement_on_the_tiny_model(lm):
     assert 0 <= result["max_margin_diff_any_run"] < 1e-3
     assert result["teacher_forced_vs_replay_max_margin_diff"] < 1e-2
     assert result["smallest_replay_margin"] >= 0.0
+
+
+def test_rank_margin_tool_matches_the_compressor(lm):
+    from bench.rank_margin import ranks_and_gaps
+    from memzip.decoder import rank_tokens
+    from tiny import TRAINING_TEXT
+
+    ids = lm.tokenizer(TRAINING_TEXT[:120], add_special_tokens=False)["input_ids"]
+    windows = [ids[i : i + 10] for i in range(0, len(ids), 10)]
+    entries = ranks_and_gaps(lm, windows)
+    for margin in (0.0, 0.5):
+        stored, _ = rank_tokens(lm, None, windows, 64, lm.prefix_id, rank_margin=margin)
+        expected = [-1 - t if g < margin else r for r, g, t in entries]
+        assert [e for row in stored for e in row] == expected
