@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import random
 import struct
 import sys
 import time
 
-from memzip.codes import VectorSpec
 from memzip import container
 from memzip.errors import ContainerError, MemzipError
 
@@ -66,17 +64,17 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
 def section_offsets(blob: bytes) -> list[tuple[int, int]]:
     """(offset, size) of the varint length fields of the sections after the header (as many as parse)."""
     span = _header_span(blob)
-    offsets, pos, end = [], span[1] if span else len(blob), len(blob) - container.TRAILER_LEN
-    while pos < end and len(offsets) < len(container.SECTIONS):
-        size, value = 0, 0
-        while pos + size < end and size < 10:
-            byte = blob[pos + size]
-            value |= (byte & 0x7F) << (7 * size)
-            size += 1
-            if not byte & 0x80:
-                break
-        offsets.append((pos, size))
-        pos += size + value
+    reader = container._Reader(blob[: len(blob) - container.TRAILER_LEN])  # the container's own varint reader
+    reader.pos = span[1] if span else len(blob)
+    offsets: list[tuple[int, int]] = []
+    while reader.pos < len(reader.blob) and len(offsets) < len(container.SECTIONS):
+        at = reader.pos
+        try:
+            length = reader.varint("length")
+        except ContainerError:
+            break
+        offsets.append((at, reader.pos - at))
+        reader.pos += length
     return offsets
 
 

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
+    from .codec import DEFAULT_RANK_MARGIN, DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
     from .codes import CODES, VectorSpec
     from .optimizer import PRECISIONS, OptimizerSettings
 
@@ -67,8 +67,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="smaller: store a window by the model (ranks or a vector) only where that is expected to be "
                    "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
                    "(the paper's setting with vectors; expands text) (default smaller)")
-    from .codec import DEFAULT_RANK_MARGIN
-
     c.add_argument("--rank-margin", type=float, default=DEFAULT_RANK_MARGIN,
                    help="predicted windows: store a token by its id where another token's logit is within this "
                    "of its own, so that decoding tolerates numeric differences below half of it (another CPU or "
@@ -246,7 +244,7 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
         step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
         step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
-        stored = f"{r.predicted} predicted" if r.predicted or not r.vectors and not r.steps else f"{r.vectors} vectors"
+        stored = f"{r.predicted} predicted" if args.vectors == "none" else f"{r.vectors} vectors"
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
             f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"

@@ -217,11 +217,11 @@ def read(blob: bytes) -> Container:
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])
-    n_windows = sum(1 for kind, _ in segments if kind == KIND_WINDOW)
+    window_lengths = [length for kind, length in segments if kind == KIND_WINDOW]
+    n_windows, tokens = len(window_lengths), sum(window_lengths)
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
         raise ContainerError("raw spans are larger than the original file")
-    tokens = sum(length for kind, length in segments if kind == KIND_WINDOW)
     if tokens > header["original_size"] - raw_total:  # every window token stands for at least one byte
         raise ContainerError("windows hold more tokens than the original file has bytes")
     codes = _parse_codes(packed_codes, header, n_windows)

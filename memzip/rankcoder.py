@@ -63,9 +63,40 @@ class _Frequencies:
             self.total = sum(self.freq)
 
 
-class _Encoder:
+class _Interval:
+    """The coder's interval [low, high], narrowed identically by encoder and decoder. After each
+    narrowing it is doubled until it spans more than a quarter of the range; ``_shifted(bit, offset)``
+    hears of every doubling: ``bit`` is the settled bit (None when the interval straddles the middle,
+    a pending bit), ``offset`` what was subtracted before doubling."""
+
     def __init__(self) -> None:
-        self.low, self.high, self.pending = 0, _TOP, 0
+        self.low, self.high = 0, _TOP
+
+    def narrow(self, low: int, high: int, total: int) -> None:
+        span = self.high - self.low + 1
+        self.high = self.low + span * high // total - 1
+        self.low = self.low + span * low // total
+        while True:
+            if self.high < _HALF:
+                bit, offset = 0, 0
+            elif self.low >= _HALF:
+                bit, offset = 1, _HALF
+            elif self.low >= _QUARTER and self.high < _HALF + _QUARTER:
+                bit, offset = None, _QUARTER
+            else:
+                return
+            self.low = 2 * (self.low - offset)
+            self.high = 2 * (self.high - offset) + 1
+            self._shifted(bit, offset)
+
+    def _shifted(self, bit: int | None, offset: int) -> None:
+        raise NotImplementedError
+
+
+class _Encoder(_Interval):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending = 0
         self.bits: list[int] = []
 
     def _emit(self, bit: int) -> None:
@@ -73,25 +104,11 @@ class _Encoder:
         self.bits.extend([1 - bit] * self.pending)
         self.pending = 0
 
-    def encode(self, low: int, high: int, total: int) -> None:
-        span = self.high - self.low + 1
-        self.high = self.low + span * high // total - 1
-        self.low = self.low + span * low // total
-        while True:
-            if self.high < _HALF:
-                self._emit(0)
-            elif self.low >= _HALF:
-                self._emit(1)
-                self.low -= _HALF
-                self.high -= _HALF
-            elif self.low >= _QUARTER and self.high < _HALF + _QUARTER:
-                self.pending += 1
-                self.low -= _QUARTER
-                self.high -= _QUARTER
-            else:
-                break
-            self.low = 2 * self.low
-            self.high = 2 * self.high + 1
+    def _shifted(self, bit: int | None, offset: int) -> None:
+        if bit is None:
+            self.pending += 1
+        else:
+            self._emit(bit)
 
     def finish(self) -> bytes:
         self.pending += 1
@@ -100,10 +117,10 @@ class _Encoder:
         return bytes(int("".join(map(str, bits[i : i + 8])), 2) for i in range(0, len(bits), 8))
 
 
-class _Decoder:
+class _Decoder(_Interval):
     def __init__(self, data: bytes) -> None:
-        self.data, self.next_bit = data, 0
-        self.low, self.high, self.value = 0, _TOP, 0
+        super().__init__()
+        self.data, self.next_bit, self.value = data, 0, 0
         for _ in range(_BITS):
             self.value = 2 * self.value + self._bit()
 
@@ -118,26 +135,8 @@ class _Decoder:
         span = self.high - self.low + 1
         return ((self.value - self.low + 1) * total - 1) // span
 
-    def consume(self, low: int, high: int, total: int) -> None:
-        span = self.high - self.low + 1
-        self.high = self.low + span * high // total - 1
-        self.low = self.low + span * low // total
-        while True:
-            if self.high < _HALF:
-                pass
-            elif self.low >= _HALF:
-                self.low -= _HALF
-                self.high -= _HALF
-                self.value -= _HALF
-            elif self.low >= _QUARTER and self.high < _HALF + _QUARTER:
-                self.low -= _QUARTER
-                self.high -= _QUARTER
-                self.value -= _QUARTER
-            else:
-                break
-            self.low = 2 * self.low
-            self.high = 2 * self.high + 1
-            self.value = 2 * self.value + self._bit()
+    def _shifted(self, bit: int | None, offset: int) -> None:
+        self.value = 2 * (self.value - offset) + self._bit()
 
 
 def explicit(token: int) -> int:
@@ -155,19 +154,22 @@ def encode_ranks(ranks) -> bytes:
     for r in ranks:
         if not -(1 << TOKEN_BITS) <= r <= MAX_RANK:
             raise ValueError(f"rank {r} out of range")
-        symbol, bits, value = (ESCAPE, TOKEN_BITS, -1 - r) if r < 0 else _bucket(r)
-        enc.encode(*model.interval(symbol))
+        symbol, bits, value = _split(r)
+        enc.narrow(*model.interval(symbol))
         model.update(symbol)
         for shift in range(bits - 1, -1, -1):
             bit = (value >> shift) & 1
-            enc.encode(bit, bit + 1, 2)
+            enc.narrow(bit, bit + 1, 2)
     return enc.finish()
 
 
-def _bucket(rank: int) -> tuple[int, int, int]:
-    """(bucket, number of raw bits, their value) for a rank: the low bits of rank + 1."""
-    bucket = (rank + 1).bit_length() - 1
-    return bucket, bucket, (rank + 1) - (1 << bucket)
+def _split(entry: int) -> tuple[int, int, int]:
+    """(symbol, number of raw bits, their value) for a stream entry: an explicit id is ESCAPE and the
+    id; a rank is its bucket and the low bits of rank + 1."""
+    if entry < 0:
+        return ESCAPE, TOKEN_BITS, -1 - entry
+    bucket = (entry + 1).bit_length() - 1
+    return bucket, bucket, (entry + 1) - (1 << bucket)
 
 
 def decode_ranks(data: bytes, count: int) -> list[int]:
@@ -181,12 +183,12 @@ def decode_ranks(data: bytes, count: int) -> list[int]:
     dec, model, ranks = _Decoder(data), _Frequencies(), []
     for _ in range(count):
         symbol = model.find(dec.target(model.total))
-        dec.consume(*model.interval(symbol))
+        dec.narrow(*model.interval(symbol))
         model.update(symbol)
         value = 0
         for _ in range(TOKEN_BITS if symbol == ESCAPE else symbol):
             bit = dec.target(2)
-            dec.consume(bit, bit + 1, 2)
+            dec.narrow(bit, bit + 1, 2)
             value = 2 * value + bit
         ranks.append(explicit(value) if symbol == ESCAPE else (1 << symbol) + value - 1)
     if encode_ranks(ranks) != data:
@@ -197,13 +199,11 @@ def decode_ranks(data: bytes, count: int) -> list[int]:
 def window_costs(rows) -> list[float]:
     """Estimated coded size in bytes of each row of ranks, under one static bucket model fitted to
     all rows (counts + 1/2): how the compressor decides per window whether prediction pays."""
-    def symbol(r: int) -> int:
-        return ESCAPE if r < 0 else (r + 1).bit_length() - 1
-
+    symbols = [[_split(r)[0] for r in row] for row in rows]
     counts = [0.5] * SYMBOLS
-    for row in rows:
-        for r in row:
-            counts[symbol(r)] += 1
+    for row in symbols:
+        for symbol in row:
+            counts[symbol] += 1
     total = sum(counts)
     cost = [math.log2(total / c) + (TOKEN_BITS if s == ESCAPE else s) for s, c in enumerate(counts)]
-    return [sum(cost[symbol(r)] for r in row) / 8 for row in rows]
+    return [sum(cost[symbol] for symbol in row) / 8 for row in symbols]
