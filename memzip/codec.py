@@ -2,9 +2,12 @@
 
 compress: segment -> per window, either its tokens' ranks under the model (the default, no memory
 vectors: ``predict``) or one optimized memory vector (``--vectors full|compact``) -> container -> read
-the container back and replay it with the decompressor's own functions (_replay, _assemble); any window
-that does not come back exactly is demoted to the raw fallback and the check runs again, so compress()
-only returns a container that is proven to decode to the input.
+the container back and check it with the decompressor's own functions: memory vectors are replayed
+(_replay); ranks were computed by a pass that already decoded from them exactly as the decompressor
+will (decoder.rank_tokens), so the ranks read back must equal those, and the decoded windows are
+assembled with the raw spans (_assemble). Any window that does not come back exactly is demoted to
+the raw fallback and the check runs again, so compress() only returns a container that is proven to
+decode to the input.
 """
 
 from __future__ import annotations
@@ -193,13 +196,19 @@ def compress(
         "environment": lm.environment(),
     }
     demoted = 0
-    while True:  # prove the file with the decompressor's own replay and assembly before returning it
+    predicted = code.spec.code == "none"
+    while True:  # prove the file with the decompressor's own functions before returning it
         kept = [s for s in windows if id(s) in stored]
-        ranks = book.of(kept) if code.spec.code == "none" else None
+        ranks, decoded = book.of(kept) if predicted else (None, None)
         summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
         blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks))
         c = container.read(blob)
-        tokens = _replay(c, lm, progress, "verifying the container")
+        if predicted:  # the ranking pass was the decoder's replay of these ranks, in these batches
+            if c.window_ranks() != ranks or c.header["decode_batch"] != book.decode_batch:
+                raise IntegrityError("internal error: the container does not hold the ranks it was written with")
+            tokens = decoded
+        else:
+            tokens = _replay(c, lm, progress, "verifying the container")
         if _assemble(c, lm, tokens) == data:
             break
         bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
@@ -229,38 +238,40 @@ def _summary(spec: VectorSpec, windows, stored: dict, demoted: int, resumed: int
 
 def _predict(data, windows, store, book: "_RankBook") -> tuple[dict, int]:
     """Windows worth storing as ranks (by id, WindowResult with an empty code) and how many are not."""
-    worth = worth_storing(data, windows, window_costs(book.of(windows)), store)
+    worth = worth_storing(data, windows, window_costs(book.of(windows)[0]), store)
     stored = {id(s): WindowResult(b"", 0) for s, ok in zip(windows, worth) if ok}
     return stored, len(windows) - len(stored)
 
 
 class _RankBook:
-    """Ranks of predicted windows, computed for exactly the windows replayed together.
+    """Ranks of predicted windows, computed for exactly the windows replayed together, with the tokens
+    the decoder regenerates from them (``decoder.rank_tokens``: ranking a batch is replaying it).
 
     A window's ranks depend on the exact logits of its replay, and those depend on its batch: on this
     CPU, dropping one window of twelve from a batch changed the ranks of others (the BLAS kernels
     differ with the number of rows). So whenever the set of stored windows changes, ranks are
-    computed again for exactly that set, and the proof replay checks them.
+    computed again for exactly that set, and that pass is the set's proof.
     """
 
     def __init__(self, lm, decode_batch: int, progress: Progress, margin: float):
         self.lm, self.decode_batch, self.progress, self.margin = lm, decode_batch, progress, margin
-        self.rows: dict[int, list[int]] = {}
+        self.rows: dict[int, tuple[list[int], list[int]]] = {}
         self.batch_of: dict[int, tuple] = {}
 
     def compute(self, windows) -> None:
         key = tuple(id(s) for s in windows)
         self.progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
-        rows = rank_tokens(self.lm, None, [s.tokens for s in windows], self.decode_batch, self.lm.prefix_id,
-                           self.progress.update, self.margin)[0]
+        ranks, decoded = rank_tokens(self.lm, None, [s.tokens for s in windows], self.decode_batch,
+                                     self.lm.prefix_id, self.progress.update, self.margin)
         self.progress.done()
-        for s, row in zip(windows, rows):
-            self.rows[id(s)], self.batch_of[id(s)] = row, key
+        for s, row, tokens in zip(windows, ranks, decoded):
+            self.rows[id(s)], self.batch_of[id(s)] = (row, tokens), key
 
-    def of(self, windows) -> list[list[int]]:
+    def of(self, windows) -> tuple[list[list[int]], list[list[int]]]:
+        """(ranks, decoded tokens) of ``windows`` replayed together, in this order."""
         if not self.computed_together(windows):
             self.compute(windows)
-        return [self.rows[id(s)] for s in windows]
+        return [self.rows[id(s)][0] for s in windows], [self.rows[id(s)][1] for s in windows]
 
     def computed_together(self, windows) -> bool:
         key = tuple(id(s) for s in windows)

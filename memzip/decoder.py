@@ -10,11 +10,14 @@ the token whose id is stored explicitly (a negative entry, see memzip/rankcoder.
 Memory-vector windows are stored with every rank 0, i.e. plain greedy decoding. No EOS is involved:
 the container stores every window's token count.
 
-``rank_tokens`` runs the same steps feeding the window's own tokens and reports their ranks: what
-the compressor stores for a predicted window. Both report, at every position, the *margin*: the top
-logit minus the runner-up. A greedy token can only change under small numeric differences (another
-batch size, thread count or machine) if they exceed its margin, so the compressor accepts a memory
-vector only when the smallest margin along its replay is at least the safety margin it was asked for.
+``rank_tokens`` runs the same steps, computing at each one the rank of the window's own token (what
+the compressor stores for a predicted window) and then decoding from that rank as above, so that one
+pass both ranks a window and proves that the decoder regenerates it.
+
+``replay`` also reports, at every position, the *margin*: the top logit minus the runner-up. A greedy
+token can only change under small numeric differences (another batch size, thread count or machine)
+if they exceed its margin, so the compressor accepts a memory vector only when the smallest margin
+along its replay is at least the safety margin it was asked for.
 """
 
 from __future__ import annotations
@@ -41,8 +44,13 @@ def replay(lm, vectors, lengths: list[int], batch_size: int, prefix_id: int, ran
 
 
 def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=None, rank_margin: float = 0.0):
-    """(ranks, margins) of each window's own tokens along the replay that feeds them: storing these
-    ranks makes ``greedy_decode`` regenerate the windows, given the same batches.
+    """(entries, decoded) for each window: the entries to store (ranks of the window's own tokens, or
+    explicit ids) and the tokens that ``greedy_decode`` regenerates from them, given the same batches.
+
+    Each step computes a row's entry from its true token and then takes the next token exactly as the
+    decompressor does, from the entry, and feeds *that*: this pass is the decompressor's replay of the
+    entries it produces, so ``decoded == window`` proves the window, without a second replay. (A row
+    whose decoded token differs from its own keeps following the decoder; it is not stored.)
 
     A token whose logit is within ``rank_margin`` of any other token's is given explicitly instead
     (``memzip.rankcoder.explicit(id)``): its rank could change under numeric differences smaller than
@@ -64,7 +72,7 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, r
     if any(n < 1 for n in lengths):
         raise ValueError("windows hold at least one token")
     out: list[list[int]] = []
-    margins: list[list[float]] = []
+    second: list[list] = []  # margins (decoding) or decoded tokens (ranking)
     for start in range(0, len(lengths), batch_size):
         rows = slice(start, start + batch_size)
         done_before = sum(lengths[:start])
@@ -73,13 +81,13 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, r
             given = _padded(teacher[rows], lengths[rows], -1)
         else:
             given = _padded(ranks[rows] if ranks is not None else None, lengths[rows], 0)
-        result, gaps = _decode_batch(
+        produced, gaps, decoded = _decode_batch(
             lm, vectors[rows] if vectors is not None else None, lengths[rows], prefix_id,
             given, teacher is not None, step_hook, rank_margin,
         )
-        out.extend(result)
-        margins.extend(gaps)
-    return out, margins
+        out.extend(produced)
+        second.extend(decoded if teacher is not None else gaps)
+    return out, second
 
 
 def _padded(rows, lengths, fill):
@@ -91,8 +99,10 @@ def _padded(rows, lengths, fill):
 
 def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step, rank_margin=0.0):
     """One batch in lockstep. ``given`` [n, steps]: stored entries to follow (decode: ranks, or explicit
-    ids as negative numbers) or tokens to feed (teacher, -1 past a row's end). Returns per row the
-    tokens (decode) or the entries to store (teacher), and the margins."""
+    ids as negative numbers) or the true tokens (teacher, -1 past a row's end), from which the entries
+    are computed step by step. Either way the token fed to the next step is the one the *entry* selects.
+    Returns per row the entries to store (teacher, else the decoded tokens), the margins, and the
+    decoded tokens."""
     n, steps = given.shape
     device = lm.device
     dtype = lm.model.get_input_embeddings().weight.dtype
@@ -100,22 +110,22 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
     if vectors is not None:
         embeds = torch.cat([embeds, vectors.to(device=device, dtype=dtype).unsqueeze(1)], dim=1)
     given = given.to(device)
-    produced = torch.empty((n, steps), dtype=torch.long, device=device)
+    entries = torch.empty((n, steps), dtype=torch.long, device=device)
+    decoded = torch.empty((n, steps), dtype=torch.long, device=device)
     gap = torch.empty((n, steps), dtype=torch.float32, device=device)
     past = None
     for i in range(steps):
         logits, past = lm.next_logits(embeds, past)
         greedy = logits.argmax(dim=-1)  # first index on ties, as the format specifies
         if teacher:
-            fed = torch.where(given[:, i] >= 0, given[:, i], greedy)
-            entry = rank_of(logits, fed)
+            true = torch.where(given[:, i] >= 0, given[:, i], greedy)
+            entry = rank_of(logits, true)
             if rank_margin > 0:
-                entry = torch.where(nearest_gap(logits, fed) < rank_margin, -1 - fed, entry)
-            produced[:, i] = entry
+                entry = torch.where(nearest_gap(logits, true) < rank_margin, -1 - true, entry)
         else:
             entry = given[:, i]
-            fed = torch.where(entry < 0, -1 - entry, select_rank(logits, entry.clamp_min(0), greedy))
-            produced[:, i] = fed
+        fed = torch.where(entry < 0, -1 - entry, select_rank(logits, entry.clamp_min(0), greedy))
+        entries[:, i], decoded[:, i] = entry, fed
         if logits.shape[-1] > 1:
             top2 = logits.topk(2, dim=-1).values.float()
             gap[:, i] = top2[:, 0] - top2[:, 1]
@@ -125,8 +135,10 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
             on_step(sum(min(i + 1, k) for k in lengths))
         if i + 1 < steps:
             embeds = lm.embed(fed.unsqueeze(1))
-    rows, gaps = produced.tolist(), gap.tolist()
-    return [r[:k] for r, k in zip(rows, lengths)], [g[:k] for g, k in zip(gaps, lengths)]
+    tokens, gaps = decoded.tolist(), gap.tolist()
+    stored = entries.tolist() if teacher else tokens
+    cut = lambda table: [r[:k] for r, k in zip(table, lengths)]  # noqa: E731
+    return cut(stored), cut(gaps), cut(tokens)
 
 
 def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

@@ -90,30 +90,50 @@ def test_default_window_grows_with_the_input():
 
 
 def test_a_window_failing_the_proof_is_demoted_and_ranks_are_computed_for_the_new_batches(lm, monkeypatch):
-    real_decode, real_rank = codec.greedy_decode, codec.rank_tokens
+    import memzip.decoder as decoder
+
+    real_select, real_rank = decoder.select_rank, codec.rank_tokens
     calls, corrupted = [], []
 
     def counting_rank(*args, **kwargs):
         calls.append(len(args[2]))
         return real_rank(*args, **kwargs)
 
-    def flaky(lm_, vectors, lengths, batch_size, prefix_id, ranks=None, on_step=None):
-        out = real_decode(lm_, vectors, lengths, batch_size, prefix_id, ranks, on_step)
+    def flaky(logits, ranks, greedy):  # the decoder picks a wrong token once, in row 1
+        out = real_select(logits, ranks, greedy)
         if not corrupted:
-            out[1] = [(out[1][0] + 1) % len(lm_.tokenizer)] + out[1][1:]
+            out[1] = (out[1] + 1) % logits.shape[1]
             corrupted.append(True)
         return out
 
     monkeypatch.setattr(codec, "rank_tokens", counting_rank)
-    monkeypatch.setattr(codec, "greedy_decode", flaky)
+    monkeypatch.setattr(decoder, "select_rank", flaky)
     data = TRAINING_TEXT[:200].encode()
     report = []
     blob = compress(data, lm, PREDICT, report=report)
     n = report[0].windows
     assert report[0].demoted_by_final_check == 1 and report[0].predicted == n - 1
     assert calls == [n, n - 1]
-    monkeypatch.setattr(codec, "greedy_decode", real_decode)
+    monkeypatch.setattr(decoder, "select_rank", real_select)
     assert decompress(blob, lm) == data
+
+
+def test_predicted_windows_are_ranked_and_proven_in_one_pass(lm, monkeypatch):
+    real, steps = type(lm).next_logits, []
+
+    def counting(self, embeds, past):
+        steps.append(embeds.shape[0])
+        return real(self, embeds, past)
+
+    monkeypatch.setattr(type(lm), "next_logits", counting)
+    data = TRAINING_TEXT[:200].encode()
+    report = []
+    blob = compress(data, lm, PREDICT, report=report)
+    c = container.read(blob)
+    assert report[0].predicted == c.window_count > 1 and report[0].demoted_by_final_check == 0
+    assert len(steps) == max(c.window_lengths)  # one batch, replayed once: no second proof replay
+    steps.clear()
+    assert decompress(blob, lm) == data and len(steps) == max(c.window_lengths)
 
 
 def test_a_rank_beyond_the_vocabulary_is_refused_before_decoding(lm):
