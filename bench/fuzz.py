@@ -124,8 +124,9 @@ def check(blob: bytes, original: bytes, lm) -> str:
 
 
 def seed_containers(lm) -> list[tuple[bytes, bytes]]:
-    """(container, original) pairs from the tiny model: text as predicted windows (ranks), as compact codes
-    and as full vectors, mixed, invalid UTF-8, all raw, empty."""
+    """(container, original) pairs from the tiny model: text as predicted windows (ranks), predicted
+    windows with placeholder rows, as compact codes and as full vectors, mixed, invalid UTF-8, all raw,
+    empty."""
     from memzip import CompressSettings, OptimizerSettings, compress
     from memzip.codes import VectorSpec
 
@@ -137,6 +138,7 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     predicted = CompressSettings(window=8, store="always", rank_margin=0.5)  # ranks and explicit ids
     inputs = [
         (TRAINING_TEXT[:120].encode(), predicted),
+        (TRAINING_TEXT[:100].encode() + bytes(range(32, 127)), CompressSettings(window=8)),  # placeholders
         (TRAINING_TEXT[:90].encode(), compact),
         (TRAINING_TEXT[:60].encode(), full),
         (b"The quick brown fox \xff\xfe jumps\r\n over \x00 the lazy dog.", compact),

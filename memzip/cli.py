@@ -273,7 +273,10 @@ def _info(path: str) -> None:
         + ("predicted (stored as ranks)" if h["vectors"].get("code") == "none" else "as vectors")
         + f", {st.get('fallback_windows', '?')} in the fallback ({st.get('not_tried_windows', '?')} of them not "
         f"tried: expected larger than zstd)",
-        f"raw bytes:       {raw_bytes} in {len(c.segments) - c.window_count} spans (zstd: {c.sizes['fallback']} B)",
+        f"raw bytes:       {raw_bytes} in {sum(k == container.KIND_RAW for k, _ in c.segments)} spans "
+        f"(zstd: {c.sizes['fallback']} B)",
+        f"decoding rows:   {len(c.row_lengths)} in batches of {h['decode_batch']} "
+        f"({len(c.row_lengths) - c.window_count} placeholder rows: windows stored raw, decoded to keep the batches)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
                                if st.get("steps_median") is not None else "none (no window is stored as a vector)"),

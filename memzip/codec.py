@@ -3,11 +3,11 @@
 compress: segment -> per window, either its tokens' ranks under the model (the default, no memory
 vectors: ``predict``) or one optimized memory vector (``--vectors full|compact``) -> container -> read
 the container back and check it with the decompressor's own functions: memory vectors are replayed
-(_replay); ranks were computed by a pass that already decoded from them exactly as the decompressor
-will (decoder.rank_tokens), so the ranks read back must equal those, and the decoded windows are
-assembled with the raw spans (_assemble). Any window that does not come back exactly is demoted to
-the raw fallback and the check runs again, so compress() only returns a container that is proven to
-decode to the input.
+(_replay) and any window that does not come back exactly is demoted to the raw fallback and the check
+runs again; ranks were computed by one pass that already decoded from them exactly as the
+decompressor will (decoder.rank_tokens), so the ranks and rows read back must equal those, and the
+decoded windows are assembled with the raw spans (_assemble). compress() only returns a container
+that is proven to decode to the input.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
-from .container import KIND_RAW, KIND_WINDOW, Container
+from .container import KIND_PLACEHOLDER, KIND_RAW, KIND_WINDOW, Container
 from .decoder import greedy_decode, rank_tokens, reproduces
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
@@ -144,13 +144,13 @@ def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings)
 
 
 def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
-    """Per window: can storing it by the model (a vector, or ranks) pay? Its cost is ``costs[i]`` bytes
-    plus a segment-table entry; the alternative is the window's share of zstd over the input (what the
-    fallback would cost)."""
+    """Per window: can storing it by the model (a vector, or ranks) pay? Its cost is ``costs[i]`` bytes;
+    the alternative is the window's share of zstd over the input (what the fallback would cost).
+    Either way the window takes a segment-table entry (1-2 bytes)."""
     if store == "always" or not windows:
         return [True] * len(windows)
     fallback_ratio = len(container.zstd_frame(data)) / len(data)
-    return [cost + container.SEGMENT_ENTRY_BYTES < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
+    return [cost < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
 
 
 def compress(
@@ -175,12 +175,13 @@ def compress(
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
-    book = _RankBook(lm, decode_batch, progress, settings.rank_margin)
-    if code.spec.code == "none":
-        stored, not_tried = _predict(data, windows, settings.store, book)
+    predicted = code.spec.code == "none"
+    if predicted:
+        stored, ranked, not_tried, demoted = _predict(data, windows, settings, lm, decode_batch, progress)
         resumed = 0
     else:
         stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path)
+        demoted = 0
     header = {
         "memzip_version": __version__,
         "model_id": lm.model_id,
@@ -195,31 +196,30 @@ def compress(
         "settings": {"rank_margin": settings.rank_margin} if code.spec.code == "none" else asdict(settings.optimizer),
         "environment": lm.environment(),
     }
-    demoted = 0
-    predicted = code.spec.code == "none"
     while True:  # prove the file with the decompressor's own functions before returning it
         kept = [s for s in windows if id(s) in stored]
-        ranks, decoded = book.of(kept) if predicted else (None, None)
+        ranks = [ranked[id(s)][0] for s in kept] if predicted else None
         summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
-        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks))
+        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks, predicted))
         c = container.read(blob)
         if predicted:  # the ranking pass was the decoder's replay of these ranks, in these batches
-            if c.window_ranks() != ranks or c.header["decode_batch"] != book.decode_batch:
-                raise IntegrityError("internal error: the container does not hold the ranks it was written with")
-            tokens = decoded
+            rows = [len(s.tokens) if id(s) in stored else 0 for s in windows]
+            if c.window_ranks() != ranks or c.row_lengths != rows or c.header["decode_batch"] != decode_batch:
+                raise IntegrityError("internal error: the container does not hold the rows it was proven with")
+            tokens = [ranked[id(s)][1] for s in kept]
         else:
             tokens = _replay(c, lm, progress, "verifying the container")
         if _assemble(c, lm, tokens) == data:
             break
         bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
-        if not bad:
+        if not bad or predicted:
             raise IntegrityError("internal error: the container does not reproduce the input")
         for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
             del stored[id(s)]
         demoted += len(bad)
     if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
         plain = _summary(code.spec, windows, {}, demoted, resumed, not_tried)
-        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None))
+        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None, False))
         if len(raw_blob) < len(blob):
             if _assemble(container.read(raw_blob), None, []) != data:
                 raise IntegrityError("internal error: the raw container does not reproduce the input")
@@ -236,46 +236,23 @@ def _summary(spec: VectorSpec, windows, stored: dict, demoted: int, resumed: int
     return CompressReport(len(windows), vectors, len(windows) - len(stored), steps, demoted, resumed, not_tried, predicted)
 
 
-def _predict(data, windows, store, book: "_RankBook") -> tuple[dict, int]:
-    """Windows worth storing as ranks (by id, WindowResult with an empty code) and how many are not."""
-    worth = worth_storing(data, windows, window_costs(book.of(windows)[0]), store)
-    stored = {id(s): WindowResult(b"", 0) for s, ok in zip(windows, worth) if ok}
-    return stored, len(windows) - len(stored)
+def _predict(data, windows, settings, lm, decode_batch, progress) -> tuple[dict, dict, int, int]:
+    """One replay of every window (``decoder.rank_tokens``), which ranks its tokens and decodes from
+    those ranks as the decompressor will. Returns the windows to store as ranks (by id -> WindowResult
+    with an empty code), every window's (ranks, decoded tokens) by id, how many are not worth storing
+    and how many did not decode to themselves (demoted).
 
-
-class _RankBook:
-    """Ranks of predicted windows, computed for exactly the windows replayed together, with the tokens
-    the decoder regenerates from them (``decoder.rank_tokens``: ranking a batch is replaying it).
-
-    A window's ranks depend on the exact logits of its replay, and those depend on its batch: on this
-    CPU, dropping one window of twelve from a batch changed the ranks of others (the BLAS kernels
-    differ with the number of rows). So whenever the set of stored windows changes, ranks are
-    computed again for exactly that set, and that pass is the set's proof.
-    """
-
-    def __init__(self, lm, decode_batch: int, progress: Progress, margin: float):
-        self.lm, self.decode_batch, self.progress, self.margin = lm, decode_batch, progress, margin
-        self.rows: dict[int, tuple[list[int], list[int]]] = {}
-        self.batch_of: dict[int, tuple] = {}
-
-    def compute(self, windows) -> None:
-        key = tuple(id(s) for s in windows)
-        self.progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
-        ranks, decoded = rank_tokens(self.lm, None, [s.tokens for s in windows], self.decode_batch,
-                                     self.lm.prefix_id, self.progress.update, self.margin)
-        self.progress.done()
-        for s, row, tokens in zip(windows, ranks, decoded):
-            self.rows[id(s)], self.batch_of[id(s)] = (row, tokens), key
-
-    def of(self, windows) -> tuple[list[list[int]], list[list[int]]]:
-        """(ranks, decoded tokens) of ``windows`` replayed together, in this order."""
-        if not self.computed_together(windows):
-            self.compute(windows)
-        return [self.rows[id(s)][0] for s in windows], [self.rows[id(s)][1] for s in windows]
-
-    def computed_together(self, windows) -> bool:
-        key = tuple(id(s) for s in windows)
-        return all(self.batch_of.get(id(s)) == key for s in windows)
+    Every window stays a decoding row: those stored raw become placeholder rows, so no batch changes
+    and nothing needs ranking again (a row's logits depend on how many rows its batch has)."""
+    progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
+    ranks, decoded = rank_tokens(lm, None, [s.tokens for s in windows], decode_batch, lm.prefix_id,
+                                 progress.update, settings.rank_margin)
+    progress.done()
+    ranked = {id(s): (r, t) for s, r, t in zip(windows, ranks, decoded)}
+    worth = worth_storing(data, windows, window_costs(ranks), settings.store)
+    exact = [t == list(s.tokens) for s, t in zip(windows, decoded)]
+    stored = {id(s): WindowResult(b"", 0) for s, ok, same in zip(windows, worth, exact) if ok and same}
+    return stored, ranked, worth.count(False), sum(ok and not same for ok, same in zip(worth, exact))
 
 
 def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path) -> tuple[dict, int, int]:
@@ -316,39 +293,47 @@ def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal
     return stored, len(done), len(skipped)
 
 
-def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list[int]] | None) -> Container:
+def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list[int]] | None,
+           placeholders: bool) -> Container:
     """The container for ``segments`` with the windows in ``stored`` kept (ranks: one row per kept
-    window, None for all 0), every other window raw."""
+    window, None for all 0), every other window raw, and (``placeholders``) still a decoding row."""
     table: list[tuple[int, int]] = []
     codes = bytearray()
     raw = bytearray()
+    pending = [0, 0]  # raw bytes and placeholder rows since the last window entry, in either order
+
+    def flush() -> None:
+        table.extend((kind, n) for kind, n in zip((KIND_RAW, KIND_PLACEHOLDER), pending) if n)
+        pending[:] = [0, 0]
+
     for s in segments:
         result: WindowResult | None = stored.get(id(s))
         if result is not None:
+            flush()
             table.append((KIND_WINDOW, len(s.tokens)))
             codes += result.code
         else:
             raw += s.data
-            if table and table[-1][0] == KIND_RAW:
-                table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
-            else:
-                table.append((KIND_RAW, len(s.data)))
+            pending[0] += len(s.data)
+            pending[1] += 1 if placeholders and s.is_window else 0
+    flush()
     flat = [r for row in ranks for r in row] if ranks is not None else None
     return Container(dict(header), table, bytes(codes), bytes(raw), ranks=flat)
 
 
 def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: str) -> list[list[int]]:
-    """Decode every window of a container, batched as its header says."""
-    lengths = c.window_lengths
-    if not lengths:
+    """Decode every window of a container (placeholder rows included, results dropped), batched as
+    its header says."""
+    rows = c.row_lengths
+    if not any(rows):
         return []
-    progress.phase(what, sum(lengths))
+    progress.phase(what, sum(rows))
     h = c.header
-    tokens = greedy_decode(
-        lm, stored_vectors(c, lm), lengths, h["decode_batch"], h["prefix_id"], c.window_ranks(), progress.update
-    )
+    window_ranks = iter(c.window_ranks())
+    ranks = [next(window_ranks) if n else [] for n in rows]
+    tokens = greedy_decode(lm, stored_vectors(c, lm), rows, h["decode_batch"], h["prefix_id"], ranks, progress.update)
     progress.done()
-    return tokens
+    return [t for t, n in zip(tokens, rows) if n]
 
 
 def stored_vectors(c: Container, lm: LanguageModel):
@@ -426,7 +411,7 @@ def _assemble(c: Container, lm: LanguageModel | None, tokens: list[list[int]]) -
     for kind, length in c.segments:
         if kind == KIND_WINDOW:
             out += detokenize(lm.tokenizer, next(next_window))
-        else:
+        elif kind == KIND_RAW:
             out += c.fallback[raw_pos : raw_pos + length]
             raw_pos += length
     return bytes(out)

@@ -20,8 +20,10 @@ from .errors import ContainerError
 from .rankcoder import decode_ranks, encode_ranks
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 5
-KIND_WINDOW, KIND_RAW = 0, 1
+FORMAT_VERSION = 6
+# segment kinds: a window of tokens, a span of raw bytes, decoding rows that regenerate nothing
+KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER = 0, 1, 2
+KINDS = (KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER)
 ZSTD_LEVEL = 19
 
 # Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
@@ -40,8 +42,6 @@ HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_byte
 HEADER_DICTIONARY_SHA256 = "e51cc6b700b6ef0aa3c0ebe4749d2d3beac672d7116e48fcb9839e1224942485"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
-_SEGMENT = struct.Struct("<BI")  # kind, length (tokens for windows, bytes for raw spans)
-SEGMENT_ENTRY_BYTES = _SEGMENT.size
 TRAILER_LEN = 8  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
 SECTIONS = ("segment table", "vectors", "ranks", "fallback")  # after the header, each length-prefixed
 
@@ -65,7 +65,8 @@ HEADER_KEYS = {
 @dataclass
 class Container:
     header: dict
-    segments: list[tuple[int, int]]  # (KIND_WINDOW, n_tokens) or (KIND_RAW, n_bytes), in file order
+    # in file order: (KIND_WINDOW, n_tokens), (KIND_RAW, n_bytes) or (KIND_PLACEHOLDER, n_rows)
+    segments: list[tuple[int, int]]
     codes: bytes  # stored vector codes, one fixed-size record per window, in window order
     fallback: bytes  # raw spans concatenated, uncompressed
     sizes: dict = field(default_factory=dict)  # section sizes in bytes, filled by the reader and writer
@@ -78,6 +79,16 @@ class Container:
     @property
     def window_lengths(self) -> list[int]:
         return [n for kind, n in self.segments if kind == KIND_WINDOW]
+
+    @property
+    def row_lengths(self) -> list[int]:
+        """The decoding rows in order: a window's token count, or 0 for a placeholder row (decoded
+        alongside the windows so that their batches have the rows they were proven with; its
+        tokens are not read)."""
+        rows: list[int] = []
+        for kind, n in self.segments:
+            rows += [n] if kind == KIND_WINDOW else [0] * n if kind == KIND_PLACEHOLDER else []
+        return rows
 
     def window_ranks(self) -> list[list[int]]:
         """``ranks`` split per window."""
@@ -132,7 +143,7 @@ def write(container: Container) -> bytes:
     if container.ranks is not None and len(container.ranks) != tokens:
         raise ValueError("one rank per window token is required")
     header = pack_header(container.header)
-    table = b"".join(_SEGMENT.pack(kind, length) for kind, length in container.segments)
+    table = pack_segments(container.segments)
     codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
     ranks = encode_ranks(container.ranks if container.ranks is not None else [0] * tokens)
     parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
@@ -142,6 +153,11 @@ def write(container: Container) -> bytes:
     container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "ranks": len(ranks),
                        "fallback": len(fallback)}
     return seal(body)
+
+
+def pack_segments(segments) -> bytes:
+    """The segment table: one varint ``length * 4 + kind`` per entry."""
+    return b"".join(varint(length * 4 + kind) for kind, length in segments)
 
 
 def seal(body: bytes) -> bytes:
@@ -216,12 +232,14 @@ def read(blob: bytes) -> Container:
     table, packed_codes, packed_ranks, packed = (r.section(what) for what in SECTIONS)
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
-    segments = _parse_segments(table, header["window"])
+    segments = _parse_segments(table, header["window"], header["vectors"].get("code") == "none")
     window_lengths = [length for kind, length in segments if kind == KIND_WINDOW]
     n_windows, tokens = len(window_lengths), sum(window_lengths)
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
         raise ContainerError("raw spans are larger than the original file")
+    if sum(length for kind, length in segments if kind == KIND_PLACEHOLDER) > raw_total:
+        raise ContainerError("more placeholder rows than raw bytes (each stands for a window stored raw)")
     if tokens > header["original_size"] - raw_total:  # every window token stands for at least one byte
         raise ContainerError("windows hold more tokens than the original file has bytes")
     codes = _parse_codes(packed_codes, header, n_windows)
@@ -260,13 +278,13 @@ def unpack_header(packed: bytes):
         raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
 
 
-def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
-    if len(table) % _SEGMENT.size:
-        raise ContainerError("segment table has a partial entry")
-    segments = []
-    for kind, length in _SEGMENT.iter_unpack(table):
-        if kind not in (KIND_WINDOW, KIND_RAW):
-            raise ContainerError(f"unknown segment kind {kind}")
+def _parse_segments(table: bytes, window: int, placeholders_allowed: bool) -> list[tuple[int, int]]:
+    r, segments = _Reader(table), []
+    while r.pos < len(table):
+        value = r.varint("segment entry")
+        kind, length = value & 3, value >> 2
+        if kind not in KINDS or (kind == KIND_PLACEHOLDER and not placeholders_allowed):
+            raise ContainerError(f"segment kind {kind} is not allowed here")
         if length == 0 or (kind == KIND_WINDOW and length > window):
             raise ContainerError(f"segment length {length} is out of range")
         segments.append((kind, length))

@@ -4,9 +4,10 @@ counts as stored only if this exact code regenerates it.
 Input of each row: ``[embed(prefix_id)]``, followed by the window's memory vector when the file has
 vectors (rebuilt by ``memzip.codes.VectorCode.rebuild``). Then decoding with a KV cache, one token per
 step for every row in lockstep (rows never need padding; a row past its own length keeps taking its
-greedy token, which nothing reads). At each step a row takes the token of its stored *rank* in that
-step's logits (rank 0 = the greedy argmax; order: decreasing logit, lower token id first on ties), or
-the token whose id is stored explicitly (a negative entry, see memzip/rankcoder.py).
+greedy token, which nothing reads; a placeholder row, length 0, is such a row from the start). At
+each step a row takes the token of its stored *rank* in that step's logits (rank 0 = the greedy
+argmax; order: decreasing logit, lower token id first on ties), or the token whose id is stored
+explicitly (a negative entry, see memzip/rankcoder.py).
 Memory-vector windows are stored with every rank 0, i.e. plain greedy decoding. No EOS is involved:
 the container stores every window's token count.
 
@@ -29,7 +30,10 @@ def greedy_decode(
     lm, vectors: torch.Tensor | None, lengths: list[int], batch_size: int, prefix_id: int, ranks=None, on_step=None
 ) -> list[list[int]]:
     """Token ids regenerated for windows of ``lengths[i]`` tokens from their ``vectors`` [n, d] (None:
-    no memory vectors) and ``ranks`` (one list per window; None: all 0, i.e. greedy).
+    no memory vectors) and ``ranks`` (one list per window; None: all 0, i.e. greedy). A length of 0 is
+    a *placeholder row*: decoded greedily alongside the others, so that each batch has the rows it was
+    proven with (a row's logits depend on how many rows its batch has, not on what the others hold),
+    and returned as [].
 
     Rows are decoded in consecutive batches of ``batch_size``; ``on_step(tokens_done)`` follows each step.
     """
@@ -69,14 +73,18 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, r
             raise ValueError("one length per vector is required")
     if batch_size < 1:
         raise ValueError("batch_size must be positive")
-    if any(n < 1 for n in lengths):
-        raise ValueError("windows hold at least one token")
+    if any(n < 0 for n in lengths) or (vectors is not None and 0 in lengths):
+        raise ValueError("windows hold at least one token (0: a placeholder row, only without vectors)")
     out: list[list[int]] = []
     second: list[list] = []  # margins (decoding) or decoded tokens (ranking)
     for start in range(0, len(lengths), batch_size):
         rows = slice(start, start + batch_size)
         done_before = sum(lengths[:start])
         step_hook = None if on_step is None else (lambda done: on_step(done_before + done))
+        if max(lengths[rows]) == 0:  # placeholder rows only: nothing to regenerate, nothing to prove
+            out.extend([] for _ in lengths[rows])
+            second.extend([] for _ in lengths[rows])
+            continue
         if teacher is not None:
             given = _padded(teacher[rows], lengths[rows], -1)
         else:

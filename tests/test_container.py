@@ -12,7 +12,7 @@ from bench.fuzz import section_offsets
 from memzip import container
 from memzip.codes import VectorSpec
 from memzip.rankcoder import encode_ranks
-from memzip.container import KIND_RAW, KIND_WINDOW, Container
+from memzip.container import KIND_PLACEHOLDER, KIND_RAW, KIND_WINDOW, Container
 from memzip.errors import ContainerError
 
 HIDDEN = 8
@@ -205,7 +205,7 @@ def _zstd(data: bytes, **options) -> bytes:
 def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_section: bytes | None = None) -> bytes:
     """Serialize without the writer's own validation of codes vs segments."""
     header = container.pack_header(c.header)
-    table = b"".join(struct.pack("<BI", k, n) for k, n in c.segments)
+    table = container.pack_segments(c.segments)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
     codes = _zstd(c.codes) if codes_section is None else codes_section
     if ranks_section is None:
@@ -215,7 +215,8 @@ def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_sec
     return reseal(b"".join(parts))
 
 
-@pytest.mark.parametrize("segments", [((2, 3),), ((KIND_WINDOW, 0),), ((KIND_RAW, 0),), ((KIND_WINDOW, 1 << 17),)])
+@pytest.mark.parametrize("segments", [((3, 3),), ((KIND_PLACEHOLDER, 1),), ((KIND_WINDOW, 0),), ((KIND_RAW, 0),),
+                                      ((KIND_WINDOW, 1 << 17),)])
 def test_bad_segment_entries(segments):
     c = make(segments=segments, fallback=b"")
     with pytest.raises(ContainerError):
@@ -338,7 +339,7 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
     bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
     header = container.pack_header(c.header)
     parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
-    for section in (struct.pack("<BI", KIND_RAW, 10), b"", b"", bomb):
+    for section in (container.pack_segments([(KIND_RAW, 10)]), b"", b"", bomb):
         parts += [container.varint(len(section)), section]
     with pytest.raises(ContainerError, match="fallback"):
         container.read(reseal(b"".join(parts)))
@@ -390,3 +391,32 @@ def test_the_header_dictionary_is_the_one_the_format_pins():
     typical = container.pack_header(make().header)
     assert len(typical) < len(container.zstd_frame(json.dumps(make().header).encode()))
     assert container.unpack_header(typical) == make().header
+
+
+def test_placeholder_rows_round_trip_and_keep_their_place_among_the_rows():
+    segments = [(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 2), (KIND_WINDOW, 2)]
+    c = make(segments=segments, vectors={"code": "none"})
+    c.ranks = [0, 1, 2, 3, 4]
+    back = container.read(container.write(c))
+    assert back.segments == segments and back.row_lengths == [3, 0, 0, 2]
+    assert back.window_lengths == [3, 2] and back.window_ranks() == [[0, 1, 2], [3, 4]]
+
+
+def test_placeholder_rows_are_refused_beyond_the_raw_bytes_or_with_vectors():
+    c = make(segments=[(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 6)], vectors={"code": "none"})
+    with pytest.raises(ContainerError, match="more placeholder rows than raw bytes"):
+        container.read(_write_unchecked(c))
+    c = make(segments=[(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 1)])  # compact vectors
+    with pytest.raises(ContainerError, match="kind 2 is not allowed"):
+        container.read(_write_unchecked(c))
+
+
+@pytest.mark.parametrize("table", [b"\x8c\x00", b"\x8c", b"\x0c\xff"])  # overlong, cut, cut after an entry
+def test_segment_entries_are_canonical_varints(table):
+    c = make(segments=[(KIND_WINDOW, 3)], fallback=b"", vectors={"code": "none"})
+    good = _write_unchecked(c)
+    assert container.pack_segments(c.segments) == b"\x0c"  # 3 * 4 + kind 0: one byte
+    bad = good.replace(container.varint(1) + b"\x0c", container.varint(len(table)) + table, 1)
+    assert bad != good
+    with pytest.raises(ContainerError, match="segment entry"):
+        container.read(reseal(bad[: -container.TRAILER_LEN]))

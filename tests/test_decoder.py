@@ -65,3 +65,22 @@ def test_a_higher_margin_still_round_trips(lm):
         _, gaps = replay(lm, stored_vectors(c, lm), _lengths(c), 64, 0)
         assert min(min(row) for row in gaps) >= 3.0
     assert decompress(blob, lm) == data
+
+
+def test_a_rows_logits_do_not_depend_on_what_the_other_rows_hold(lm):
+    """What placeholder rows rely on: same batch shape, different contents elsewhere, same bits."""
+    gen = torch.Generator().manual_seed(3)
+    vocab = lm.model.get_input_embeddings().weight.shape[0]
+    ids = torch.randint(0, vocab, (6, 12), generator=gen)
+    other = ids.clone()
+    other[2] = torch.randint(0, vocab, (12,), generator=gen)
+    with torch.no_grad():
+        runs = []
+        for batch in (ids, other):
+            past, logits_per_step = None, []
+            for i in range(batch.shape[1]):
+                logits, past = lm.next_logits(lm.embed(batch[:, i : i + 1]), past)
+                logits_per_step.append(logits)
+            runs.append(torch.stack(logits_per_step))
+    keep = [0, 1, 3, 4, 5]
+    assert torch.equal(runs[0][:, keep], runs[1][:, keep]) and not torch.equal(runs[0][:, 2], runs[1][:, 2])

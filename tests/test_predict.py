@@ -89,7 +89,7 @@ def test_default_window_grows_with_the_input():
     assert lo < codec.default_window(none, hi * codec.PARALLEL_ROWS // 2) < hi
 
 
-def test_a_window_failing_the_proof_is_demoted_and_ranks_are_computed_for_the_new_batches(lm, monkeypatch):
+def test_a_window_failing_the_proof_becomes_a_placeholder_row_without_ranking_again(lm, monkeypatch):
     import memzip.decoder as decoder
 
     real_select, real_rank = decoder.select_rank, codec.rank_tokens
@@ -113,7 +113,8 @@ def test_a_window_failing_the_proof_is_demoted_and_ranks_are_computed_for_the_ne
     blob = compress(data, lm, PREDICT, report=report)
     n = report[0].windows
     assert report[0].demoted_by_final_check == 1 and report[0].predicted == n - 1
-    assert calls == [n, n - 1]
+    assert calls == [n]  # the other windows keep the ranks of the one pass: their batch still has n rows
+    assert container.read(blob).row_lengths[1] == 0
     monkeypatch.setattr(decoder, "select_rank", real_select)
     assert decompress(blob, lm) == data
 
@@ -183,3 +184,23 @@ def test_rank_margin_is_recorded_and_round_trips(lm):
     c = container.read(blob)
     assert c.header["settings"] == {"rank_margin": 0.05} and min(c.ranks) < 0
     assert decompress(blob, lm) == data
+
+
+def test_windows_not_worth_their_ranks_become_placeholder_rows_in_the_same_pass(lm, monkeypatch):
+    real, steps = type(lm).next_logits, []
+
+    def counting(self, embeds, past):
+        steps.append(embeds.shape[0])
+        return real(self, embeds, past)
+
+    monkeypatch.setattr(type(lm), "next_logits", counting)
+    data = TRAINING_TEXT[:300].encode() + bytes(range(32, 127)) * 2  # the model knows the first part only
+    report = []
+    blob = compress(data, lm, CompressSettings(window=8), report=report)
+    c, r = container.read(blob), report[0]
+    assert 0 < r.predicted < r.windows and r.not_tried == r.windows - r.predicted
+    assert c.row_lengths.count(0) == r.not_tried and len(c.row_lengths) == r.windows
+    assert container.KIND_PLACEHOLDER in {kind for kind, _ in c.segments}
+    assert len(steps) == 8  # one pass of 8-token windows (one batch): nothing ranked again
+    steps.clear()
+    assert decompress(blob, lm) == data and len(steps) == max(c.window_lengths)

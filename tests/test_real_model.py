@@ -76,6 +76,19 @@ def test_default_settings_predict_prose_below_zstd_and_xz(real_lm):
         torch.set_num_threads(before)
 
 
+def test_windows_the_model_cannot_predict_cheaply_become_placeholder_rows(real_lm):
+    import base64
+    import random
+
+    noise = base64.b64encode(random.Random(7).randbytes(300)).decode()  # ~6 bits per byte, unpredictable
+    data = (FRESH + noise + "\n" + FRESH.upper()).encode()
+    report = []
+    blob = compress(data, real_lm, CompressSettings(window=32), report=report)
+    c, r = container.read(blob), report[0]
+    assert 0 < r.predicted < r.windows and c.row_lengths.count(0) == r.windows - r.predicted
+    assert decompress(blob, real_lm) == data
+
+
 @pytest.mark.parametrize("settings", [SHORT, CompressSettings(store="always")], ids=["full vectors", "predicted"])
 def test_invalid_utf8_nul_and_empty(real_lm, settings):
     data = b"header\x00\x00\xff\xfe binary junk \x80 and then: a sentence in plain English.\r\n"
