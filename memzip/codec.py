@@ -196,14 +196,17 @@ def compress(
         "settings": {"rank_margin": settings.rank_margin} if code.spec.code == "none" else asdict(settings.optimizer),
         "environment": lm.environment(),
     }
+    # predicted windows: the rows of every batch up to the last one holding a stored window stay rows
+    last = max((i for i, s in enumerate(windows) if id(s) in stored), default=-1) if predicted else -1
+    row_count = 0 if last < 0 else min(len(windows), (last // decode_batch + 1) * decode_batch)
     while True:  # prove the file with the decompressor's own functions before returning it
         kept = [s for s in windows if id(s) in stored]
         ranks = [ranked[id(s)][0] for s in kept] if predicted else None
         summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
-        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks, predicted))
+        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks, row_count))
         c = container.read(blob)
         if predicted:  # the ranking pass was the decoder's replay of these ranks, in these batches
-            rows = [len(s.tokens) if id(s) in stored else 0 for s in windows]
+            rows = [len(s.tokens) if id(s) in stored else 0 for s in windows[:row_count]]
             if c.window_ranks() != ranks or c.row_lengths != rows or c.header["decode_batch"] != decode_batch:
                 raise IntegrityError("internal error: the container does not hold the rows it was proven with")
             tokens = [ranked[id(s)][1] for s in kept]
@@ -219,7 +222,7 @@ def compress(
         demoted += len(bad)
     if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
         plain = _summary(code.spec, windows, {}, demoted, resumed, not_tried)
-        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None, False))
+        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None, 0))
         if len(raw_blob) < len(blob):
             if _assemble(container.read(raw_blob), None, []) != data:
                 raise IntegrityError("internal error: the raw container does not reproduce the input")
@@ -294,9 +297,10 @@ def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal
 
 
 def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list[int]] | None,
-           placeholders: bool) -> Container:
+           row_count: int) -> Container:
     """The container for ``segments`` with the windows in ``stored`` kept (ranks: one row per kept
-    window, None for all 0), every other window raw, and (``placeholders``) still a decoding row."""
+    window, None for all 0) and every other window raw; of the first ``row_count`` windows, those
+    stored raw stay decoding rows (placeholders)."""
     table: list[tuple[int, int]] = []
     codes = bytearray()
     raw = bytearray()
@@ -306,8 +310,11 @@ def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list
         table.extend((kind, n) for kind, n in zip((KIND_RAW, KIND_PLACEHOLDER), pending) if n)
         pending[:] = [0, 0]
 
+    window_index = 0
     for s in segments:
         result: WindowResult | None = stored.get(id(s))
+        row = s.is_window and window_index < row_count
+        window_index += s.is_window
         if result is not None:
             flush()
             table.append((KIND_WINDOW, len(s.tokens)))
@@ -315,7 +322,7 @@ def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list
         else:
             raw += s.data
             pending[0] += len(s.data)
-            pending[1] += 1 if placeholders and s.is_window else 0
+            pending[1] += row
     flush()
     flat = [r for row in ranks for r in row] if ranks is not None else None
     return Container(dict(header), table, bytes(codes), bytes(raw), ranks=flat)

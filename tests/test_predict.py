@@ -77,6 +77,7 @@ def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
     blob = compress(data, lm, CompressSettings(window=8), report=report)
     c = container.read(blob)
     assert c.window_count == 0 and report[0].predicted == 0 and report[0].fallback_windows == report[0].windows
+    assert c.row_lengths == []  # nothing to keep batches for
     assert decompress(blob, lm) == data
 
 
@@ -204,3 +205,16 @@ def test_windows_not_worth_their_ranks_become_placeholder_rows_in_the_same_pass(
     assert len(steps) == 8  # one pass of 8-token windows (one batch): nothing ranked again
     steps.clear()
     assert decompress(blob, lm) == data and len(steps) == max(c.window_lengths)
+
+
+def test_placeholder_rows_end_with_the_last_batch_that_stores_a_window(lm, monkeypatch):
+    monkeypatch.setattr(codec, "decode_batch_for", lambda window: 2)
+    data = TRAINING_TEXT[:100].encode() + bytes(range(32, 127)) * 2  # predictable, then not
+    report = []
+    blob = compress(data, lm, CompressSettings(window=8), report=report)
+    c, r = container.read(blob), report[0]
+    rows = c.row_lengths
+    assert c.header["decode_batch"] == 2 and 0 < r.predicted < r.windows
+    last = max(i for i, n in enumerate(rows) if n)
+    assert len(rows) == (last // 2 + 1) * 2 < r.windows  # later windows are plain raw, no rows
+    assert decompress(blob, lm) == data
