@@ -22,15 +22,22 @@ from memzip.model import load_model
 @torch.no_grad()
 def step_seconds(lm, rows: int, context: int, timed: int) -> float:
     """Mean seconds per decoding step for ``rows`` rows, after ``context`` steps of warm-up."""
-    embeds, past = lm.embed(torch.full((rows, 1), lm.prefix_id)), None
+    embeds, past = lm.embed(torch.full((rows, 1), lm.prefix_id, device=lm.device)), None
     for _ in range(context):
         logits, past = lm.next_logits(embeds, past)
         embeds = lm.embed(logits.argmax(-1, keepdim=True))
+    _sync(lm.device)
     start = time.perf_counter()
     for _ in range(timed):
         logits, past = lm.next_logits(embeds, past)
         embeds = lm.embed(logits.argmax(-1, keepdim=True))
+    _sync(lm.device)
     return (time.perf_counter() - start) / timed
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -49,8 +56,9 @@ def main(argv=None) -> int:
     if args.file:
         data = open(args.file, "rb").read()
         per_token = len(data) / len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
-    print(f"{lm.model_id}, {args.dtype}, {torch.get_num_threads()} threads, "
-          f"{torch.backends.cpu.get_cpu_capability()}, context {args.context}"
+    where = (torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda"
+             else f"{torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
+    print(f"{lm.model_id}, {args.dtype}, {where}, context {args.context}"
           + (f", {args.file}: {per_token:.2f} bytes/token" if per_token else ""))
     for rows in args.rows:
         seconds = step_seconds(lm, rows, args.context, args.timed)

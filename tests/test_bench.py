@@ -76,3 +76,20 @@ def test_rank_margin_tool_matches_the_compressor(lm):
         stored, _ = rank_tokens(lm, None, windows, 64, lm.prefix_id, rank_margin=margin)
         expected = [-1 - t if g < margin else r for r, g, t in entries]
         assert [e for row in stored for e in row] == expected
+
+
+def test_ceiling_times_the_decoding_step(lm):
+    from bench.ceiling import step_seconds
+
+    assert 0 < step_seconds(lm, rows=3, context=2, timed=2) < 10
+
+
+def test_revisions_table_reports_medians_per_file_and_revision():
+    from bench.revisions import table
+
+    runs = [{"file": "a.txt", "rev": rev, "bytes": 1000, "compressed": size, "compress_s": c, "decompress_s": 1.0}
+            for rev, size, c in (("old" * 4, 500, 10.0), ("old" * 4, 500, 4.0), ("new" * 4, 400, 2.0),
+                                 ("new" * 4, 400, 3.0))]
+    lines = table(runs, ["old" * 4, "new" * 4]).splitlines()
+    assert lines[2] == "| a.txt | 1,000 | oldoldoldo | 500 | 0.500 | 143 | 1000 | 2 |"  # 1000 B / 7 s median
+    assert lines[3] == "| a.txt | 1,000 | newnewnewn | 400 | 0.400 | 400 | 1000 | 2 |"
