@@ -150,7 +150,11 @@ def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tm
                "--vectors", "full", "--steps", "5") == 0
     assert container.read((tmp_path / "fp32.mz").read_bytes()).header["settings"]["precision"] == "fp32"
     assert run("info", tmp_path / "default.mz") == 0
-    assert "of them not tried" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "of them not tried" in out
+    c = container.read((tmp_path / "default.mz").read_bytes())
+    placeholders = c.row_lengths.count(0)
+    assert f"decoding rows:   {len(c.row_lengths)} in batches of {c.header['decode_batch']} ({placeholders} placeholder" in out
     for name in ("full.mz", "default.mz"):
         assert run("x", tmp_path / name, "-o", tmp_path / (name + ".out"), "--model", tiny_model_dir, "-q") == 0
         assert (tmp_path / (name + ".out")).read_bytes() == text_file.read_bytes()
