@@ -193,7 +193,7 @@ def compress(
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
         "decode_batch": decode_batch,
-        "settings": {"rank_margin": settings.rank_margin} if code.spec.code == "none" else asdict(settings.optimizer),
+        "settings": {"rank_margin": settings.rank_margin} if predicted else asdict(settings.optimizer),
         "environment": lm.environment(),
     }
     # predicted windows: the rows of every batch up to the last one holding a stored window stay rows

@@ -37,14 +37,12 @@ def greedy_decode(
 
     Rows are decoded in consecutive batches of ``batch_size``; ``on_step(tokens_done)`` follows each step.
     """
-    return replay(lm, vectors, lengths, batch_size, prefix_id, ranks, on_step)[0]
+    return _run(lm, vectors, lengths, batch_size, prefix_id, ranks, None, on_step)[0]
 
 
 def replay(lm, vectors, lengths: list[int], batch_size: int, prefix_id: int, ranks=None, on_step=None):
     """``greedy_decode`` that also returns, per row, the top-1 minus top-2 logit at every position."""
-    if ranks is not None and [len(r) for r in ranks] != list(lengths):
-        raise ValueError("one rank per token of every window is required")
-    return _run(lm, vectors, lengths, batch_size, prefix_id, ranks, None, on_step)
+    return _run(lm, vectors, lengths, batch_size, prefix_id, ranks, None, on_step, margins=True)
 
 
 def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=None, rank_margin: float = 0.0):
@@ -65,7 +63,9 @@ def rank_tokens(lm, vectors, windows, batch_size: int, prefix_id: int, on_step=N
 
 
 @torch.no_grad()
-def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, rank_margin=0.0):
+def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, rank_margin=0.0, margins=False):
+    if ranks is not None and [len(r) for r in ranks] != list(lengths):
+        raise ValueError("one rank per token of every window is required")
     if vectors is not None:
         if not vectors.is_floating_point() or vectors.ndim != 2:
             raise TypeError("vectors must be a float matrix [n, hidden] or None")
@@ -76,7 +76,7 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, r
     if any(n < 0 for n in lengths) or (vectors is not None and 0 in lengths):
         raise ValueError("windows hold at least one token (0: a placeholder row, only without vectors)")
     out: list[list[int]] = []
-    second: list[list] = []  # margins (decoding) or decoded tokens (ranking)
+    second: list[list] = []  # margins (decoding; [] per row unless asked for) or decoded tokens (ranking)
     for start in range(0, len(lengths), batch_size):
         rows = slice(start, start + batch_size)
         done_before = sum(lengths[:start])
@@ -91,7 +91,7 @@ def _run(lm, vectors, lengths, batch_size, prefix_id, ranks, teacher, on_step, r
             given = _padded(ranks[rows] if ranks is not None else None, lengths[rows], 0)
         produced, gaps, decoded = _decode_batch(
             lm, vectors[rows] if vectors is not None else None, lengths[rows], prefix_id,
-            given, teacher is not None, step_hook, rank_margin,
+            given, teacher is not None, step_hook, rank_margin, margins,
         )
         out.extend(produced)
         second.extend(decoded if teacher is not None else gaps)
@@ -105,12 +105,13 @@ def _padded(rows, lengths, fill):
     return torch.tensor([list(r) + [fill] * (steps - len(r)) for r in rows], dtype=torch.long)
 
 
-def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step, rank_margin=0.0):
+def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step, rank_margin=0.0, margins=False):
     """One batch in lockstep. ``given`` [n, steps]: stored entries to follow (decode: ranks, or explicit
     ids as negative numbers) or the true tokens (teacher, -1 past a row's end), from which the entries
     are computed step by step. Either way the token fed to the next step is the one the *entry* selects.
-    Returns per row the entries to store (teacher, else the decoded tokens), the margins, and the
-    decoded tokens."""
+    Returns per row the entries to store (teacher, else the decoded tokens), the margins (only with
+    ``margins``, else []: a top-2 per step that only the memory-vector check reads), and the decoded
+    tokens."""
     n, steps = given.shape
     device = lm.device
     dtype = lm.model.get_input_embeddings().weight.dtype
@@ -120,7 +121,7 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
     given = given.to(device)
     entries = torch.empty((n, steps), dtype=torch.long, device=device)
     decoded = torch.empty((n, steps), dtype=torch.long, device=device)
-    gap = torch.empty((n, steps), dtype=torch.float32, device=device)
+    gap = torch.empty((n, steps), dtype=torch.float32, device=device) if margins else None
     past = None
     for i in range(steps):
         logits, past = lm.next_logits(embeds, past)
@@ -134,19 +135,19 @@ def _decode_batch(lm, vectors, lengths, prefix_id, given, teacher: bool, on_step
             entry = given[:, i]
         fed = torch.where(entry < 0, -1 - entry, select_rank(logits, entry.clamp_min(0), greedy))
         entries[:, i], decoded[:, i] = entry, fed
-        if logits.shape[-1] > 1:
+        if margins and logits.shape[-1] > 1:
             top2 = logits.topk(2, dim=-1).values.float()
             gap[:, i] = top2[:, 0] - top2[:, 1]
-        else:
+        elif margins:
             gap[:, i] = float("inf")
         if on_step is not None:
             on_step(sum(min(i + 1, k) for k in lengths))
         if i + 1 < steps:
             embeds = lm.embed(fed.unsqueeze(1))
-    tokens, gaps = decoded.tolist(), gap.tolist()
+    tokens = decoded.tolist()
     stored = entries.tolist() if teacher else tokens
     cut = lambda table: [r[:k] for r, k in zip(table, lengths)]  # noqa: E731
-    return cut(stored), cut(gaps), cut(tokens)
+    return cut(stored), cut(gap.tolist()) if margins else [[] for _ in lengths], cut(tokens)
 
 
 def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

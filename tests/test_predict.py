@@ -120,7 +120,8 @@ def test_a_window_failing_the_proof_becomes_a_placeholder_row_without_ranking_ag
     assert decompress(blob, lm) == data
 
 
-def test_predicted_windows_are_ranked_and_proven_in_one_pass(lm, monkeypatch):
+def _count_steps(lm, monkeypatch) -> list[int]:
+    """Rows of every model step from now on, as a list that grows."""
     real, steps = type(lm).next_logits, []
 
     def counting(self, embeds, past):
@@ -128,6 +129,11 @@ def test_predicted_windows_are_ranked_and_proven_in_one_pass(lm, monkeypatch):
         return real(self, embeds, past)
 
     monkeypatch.setattr(type(lm), "next_logits", counting)
+    return steps
+
+
+def test_predicted_windows_are_ranked_and_proven_in_one_pass(lm, monkeypatch):
+    steps = _count_steps(lm, monkeypatch)
     data = TRAINING_TEXT[:200].encode()
     report = []
     blob = compress(data, lm, PREDICT, report=report)
@@ -188,13 +194,7 @@ def test_rank_margin_is_recorded_and_round_trips(lm):
 
 
 def test_windows_not_worth_their_ranks_become_placeholder_rows_in_the_same_pass(lm, monkeypatch):
-    real, steps = type(lm).next_logits, []
-
-    def counting(self, embeds, past):
-        steps.append(embeds.shape[0])
-        return real(self, embeds, past)
-
-    monkeypatch.setattr(type(lm), "next_logits", counting)
+    steps = _count_steps(lm, monkeypatch)
     data = TRAINING_TEXT[:300].encode() + bytes(range(32, 127)) * 2  # the model knows the first part only
     report = []
     blob = compress(data, lm, CompressSettings(window=8), report=report)
