@@ -41,7 +41,6 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
         sp.add_argument("--model", metavar="PATH|ID", help="model directory or ID (default: packaged SmolLM2-135M-Instruct)")
         sp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-        sp.add_argument("--threads", type=int, help="CPU threads for torch")
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
@@ -78,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                    "bf16; auto picks it there (verification always replays in float32) (default auto)")
     c.add_argument("--margin", type=float, default=d.margin,
                    help=f"required lead of each replayed token's logit over the runner-up (default {d.margin})")
+    c.add_argument("--threads", type=int, default=None,
+                   help="CPU threads; recorded in the file, and decompression replays with the same count, because "
+                   "the model's arithmetic depends on it (more threads than a machine's cores still decode, "
+                   "slower) (default: torch's, i.e. the cores here)")
 
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
@@ -174,9 +177,10 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 def _settings(args):
     from .codec import CompressSettings
     from .codes import MAX_BITS, MIN_BITS, VectorSpec
+    from .container import MAX_THREADS
     from .optimizer import OptimizerSettings
 
-    for name in ("window", "steps", "batch", "rank"):
+    for name in ("window", "steps", "batch", "rank", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     if not MIN_BITS <= args.bits <= MAX_BITS:
@@ -187,7 +191,10 @@ def _settings(args):
     spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
     if not args.rank_margin >= 0:
         raise UsageError("--rank-margin must be non-negative")
-    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, rank_margin=args.rank_margin)
+    if args.threads is not None and args.threads > MAX_THREADS:
+        raise UsageError(f"--threads must be at most {MAX_THREADS}")
+    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store,
+                            rank_margin=args.rank_margin, threads=args.threads)
 
 
 def _human(n: float) -> str:
@@ -277,6 +284,7 @@ def _info(path: str) -> None:
         f"(zstd: {c.sizes['fallback']} B)",
         f"decoding rows:   {len(c.row_lengths)} in batches of {h['decode_batch']} "
         f"({len(c.row_lengths) - c.window_count} placeholder rows: windows stored raw, decoded to keep the batches)",
+        f"replay threads:  {h['threads']} (decompression uses the same count)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
                                if st.get("steps_median") is not None else "none (no window is stored as a vector)"),
@@ -311,10 +319,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.output and len(args.files) > 1:
             raise UsageError("-o takes a single input file")
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         progress, say = _rich_progress(args.quiet)
         lm_cache: dict = {}
         for path in args.files:

@@ -16,10 +16,12 @@ import hashlib
 import warnings
 from dataclasses import asdict, dataclass, replace
 
+import torch
+
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
 from .container import KIND_PLACEHOLDER, KIND_RAW, KIND_WINDOW, Container
-from .decoder import greedy_decode, rank_tokens, reproduces
+from .decoder import greedy_decode, rank_tokens, replay_threads, reproduces
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
@@ -67,12 +69,17 @@ class CompressSettings:
     # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
     store: str = "smaller"
     rank_margin: float = DEFAULT_RANK_MARGIN  # predicted windows: see DEFAULT_RANK_MARGIN
+    # CPU threads for the whole compression; recorded, and every replay of the file uses this count
+    # (the kernels' arithmetic depends on it: see memzip.decoder). None: torch's current count.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.store not in STORE_POLICIES:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
         if not self.rank_margin >= 0:
             raise SettingsError("rank margin must be non-negative")
+        if self.threads is not None and not 1 <= self.threads <= container.MAX_THREADS:
+            raise SettingsError(f"threads must be 1..{container.MAX_THREADS}")
 
 
 def percentile(values: list, q: float):
@@ -117,7 +124,7 @@ def _model(model, device=None, progress: Progress | None = None) -> LanguageMode
 
 def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings) -> CompressSettings:
     """``settings`` with every default decided for this input and model: the window length and what
-    the optimizer's "auto" means here (this is what the header and the journal record)."""
+    the optimizer's "auto" means here, and the thread count (this is what the header and the journal record)."""
     window = settings.window
     if window is None and settings.vectors.code != "none":
         window = default_window(settings.vectors, 0)
@@ -126,7 +133,8 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
         window = default_window(settings.vectors, approx_tokens)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
-    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
+    threads = settings.threads or min(torch.get_num_threads(), container.MAX_THREADS)
+    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device), threads=threads)
 
 
 def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings) -> dict:
@@ -171,6 +179,11 @@ def compress(
     progress = progress or Progress()
     lm = _model(model, progress=progress)
     settings = resolved_settings(data, lm, settings)
+    with replay_threads(settings.threads):
+        return _compress(data, lm, settings, progress, report, journal_path)
+
+
+def _compress(data, lm, settings, progress, report, journal_path) -> bytes:
     segments = segment(data, lm.tokenizer, settings.window)
     windows = [s for s in segments if s.is_window]
     decode_batch = decode_batch_for(settings.window)
@@ -193,6 +206,7 @@ def compress(
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
         "decode_batch": decode_batch,
+        "threads": settings.threads,
         "settings": {"rank_margin": settings.rank_margin} if predicted else asdict(settings.optimizer),
         "environment": lm.environment(),
     }
@@ -405,7 +419,9 @@ def decompress(
                 + "); the checksum will tell whether the replay is still exact"
             )
             (warn or (lambda t: warnings.warn(t, stacklevel=2)))(text)
-    out = _assemble(c, lm, _replay(c, lm, progress, "decoding"))
+    with replay_threads(c.header["threads"]):
+        tokens = _replay(c, lm, progress, "decoding")
+    out = _assemble(c, lm, tokens)
     if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out

@@ -20,7 +20,7 @@ from .errors import ContainerError
 from .rankcoder import decode_ranks, encode_ranks
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 # segment kinds: a window of tokens, a span of raw bytes, decoding rows that regenerate nothing
 KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER = 0, 1, 2
 KINDS = (KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER)
@@ -33,13 +33,14 @@ MAX_HEADER_BYTES = 1 << 16  # of JSON, once unpacked; a real header is well unde
 MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the decoder's KV cache per row
 MAX_DECODE_BATCH = 256  # rows decoded together
 MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
+MAX_THREADS = 1024  # CPU threads a replay runs with (the compressor's count, recorded)
 ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
 ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device", "cpu_capability")
 
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "e51cc6b700b6ef0aa3c0ebe4749d2d3beac672d7116e48fcb9839e1224942485"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "885ed72ad9e0c684ce585f6b50eddd7b4db4891ebd7e7e5efe180e8e886f14e7"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 TRAILER_LEN = 8  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
@@ -53,6 +54,7 @@ HEADER_KEYS = {
     "hidden_size": int,
     "window": int,
     "decode_batch": int,
+    "threads": int,
     "vectors": dict,
     "original_size": int,
     "original_sha256": str,
@@ -114,7 +116,8 @@ def _validate_header(header: dict) -> None:
     for key in ("prefix_id", "original_size"):
         if header[key] < 0:
             raise ContainerError(f"header field {key!r} is negative")
-    for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS), ("decode_batch", MAX_DECODE_BATCH)):
+    for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS), ("decode_batch", MAX_DECODE_BATCH),
+                         ("threads", MAX_THREADS)):
         if not 1 <= header[key] <= ceiling:
             raise ContainerError(f"header field {key!r} is out of range (1..{ceiling})")
     try:

@@ -15,6 +15,11 @@ the container stores every window's token count.
 the compressor stores for a predicted window) and then decoding from that rank as above, so that one
 pass both ranks a window and proves that the decoder regenerates it.
 
+Replays run with the CPU thread count the file records (``replay_threads``): on CPU the kernels split
+their work by thread count, and the logits move with it (measured with SmolLM2-135M: up to ~6e-4 between
+1, 2 and 3 threads; a default file compressed with 2 threads failed its checksum in 3 of 5 bench texts
+when decoded with 1 thread). Ranks have no margin for that, so the count is part of the arithmetic.
+
 ``replay`` also reports, at every position, the *margin*: the top logit minus the runner-up. A greedy
 token can only change under small numeric differences (another batch size, thread count or machine)
 if they exceed its margin, so the compressor accepts a memory vector only when the smallest margin
@@ -23,7 +28,21 @@ along its replay is at least the safety margin it was asked for.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+
+
+@contextmanager
+def replay_threads(threads: int):
+    """Run the enclosed replays with ``threads`` CPU threads (torch's intra-op pool), then restore the
+    previous count. More threads than cores is allowed: slower, and the same arithmetic."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def greedy_decode(

@@ -109,6 +109,8 @@ def test_bad_files_fail_cleanly_and_write_nothing(tiny_model_dir, text_file, tmp
         (["c", "plain.txt", "--bits", "9"], "--bits must be 2..8"),
         (["c", "plain.txt", "--rank", "0"], "--rank must be at least 1"),
         (["c", "plain.txt", "--lr", "0"], "--lr must be positive"),
+        (["c", "plain.txt", "--threads", "0"], "--threads must be at least 1"),
+        (["c", "plain.txt", "--threads", "5000"], "--threads must be at most 1024"),
     ],
 )
 def test_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
@@ -155,6 +157,9 @@ def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tm
     c = container.read((tmp_path / "default.mz").read_bytes())
     placeholders = c.row_lengths.count(0)
     assert f"decoding rows:   {len(c.row_lengths)} in batches of {c.header['decode_batch']} ({placeholders} placeholder" in out
+    assert f"replay threads:  {c.header['threads']} (decompression uses the same count)" in out
+    assert run("c", text_file, "-o", tmp_path / "one.mz", "--model", tiny_model_dir, "--threads", "1", "-q") == 0
+    assert container.read((tmp_path / "one.mz").read_bytes()).header["threads"] == 1
     for name in ("full.mz", "default.mz"):
         assert run("x", tmp_path / name, "-o", tmp_path / (name + ".out"), "--model", tiny_model_dir, "-q") == 0
         assert (tmp_path / (name + ".out")).read_bytes() == text_file.read_bytes()

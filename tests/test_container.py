@@ -42,6 +42,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "hidden_size": HIDDEN,
         "window": 4,
         "decode_batch": 64,
+        "threads": 2,
         "vectors": dict(vectors),
         "original_size": 100,
         "original_sha256": hashlib.sha256(original).hexdigest(),
@@ -171,6 +172,11 @@ def _with_header(mutate):
         lambda h: h.update(window=container.MAX_WINDOW_TOKENS + 1),
         lambda h: h.update(decode_batch=container.MAX_DECODE_BATCH + 1),
         lambda h: h.update(window=1024, decode_batch=64),  # too many tokens in flight for one batch
+        lambda h: h.pop("threads"),
+        lambda h: h.update(threads=0),
+        lambda h: h.update(threads=container.MAX_THREADS + 1),
+        lambda h: h.update(threads=True),
+        lambda h: h.update(threads="2"),
         lambda h: h.update(window=2),  # shorter than a stored window (3 tokens)
         lambda h: h["environment"].pop("torch"),
         lambda h: h["environment"].update(torch=2),

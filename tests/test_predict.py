@@ -6,7 +6,7 @@ import torch
 from memzip import CompressSettings, codec, compress, container, decompress
 from memzip.codes import VectorCode, VectorSpec
 from memzip.decoder import greedy_decode, rank_of, rank_tokens, select_rank
-from memzip.errors import ContainerError
+from memzip.errors import ContainerError, SettingsError
 from memzip.optimizer import OptimizerSettings
 from tiny import TRAINING_TEXT
 
@@ -218,3 +218,39 @@ def test_placeholder_rows_end_with_the_last_batch_that_stores_a_window(lm, monke
     last = max(i for i, n in enumerate(rows) if n)
     assert len(rows) == (last // 2 + 1) * 2 < r.windows  # later windows are plain raw, no rows
     assert decompress(blob, lm) == data
+
+
+def test_replays_run_with_the_thread_count_the_file_records(lm, monkeypatch):
+    """CPU kernels split their work by thread count and their logits move with it, so every replay of a
+    file (the compressor's ranking pass and the decompressor's) runs with the count in its header."""
+    real, seen = type(lm).next_logits, []
+
+    def spying(self, embeds, past):
+        seen.append(torch.get_num_threads())
+        return real(self, embeds, past)
+
+    monkeypatch.setattr(type(lm), "next_logits", spying)
+    data = TRAINING_TEXT[:120].encode()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        blob = compress(data, lm, CompressSettings(window=8, store="always", threads=1))
+        assert container.read(blob).header["threads"] == 1 and set(seen) == {1}
+        assert torch.get_num_threads() == 2  # restored
+        seen.clear()
+        assert decompress(blob, lm) == data and set(seen) == {1} and torch.get_num_threads() == 2
+        torch.set_num_threads(3)
+        seen.clear()
+        default = compress(data, lm, PREDICT)  # no count given: the current one, recorded
+        assert container.read(default).header["threads"] == 3 and set(seen) == {3}
+        torch.set_num_threads(1)
+        seen.clear()
+        assert decompress(default, lm) == data and set(seen) == {3} and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_thread_counts_outside_the_format_are_refused():
+    for bad in (0, container.MAX_THREADS + 1):
+        with pytest.raises(SettingsError):
+            CompressSettings(threads=bad)
