@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
+    x.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)  # refused with a reason, below
 
     i = sub.add_parser("info", help="describe .mz files")
     i.add_argument("files", nargs="+", metavar="FILE")
@@ -319,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.output and len(args.files) > 1:
             raise UsageError("-o takes a single input file")
+        if args.command == "x" and args.threads is not None:
+            raise UsageError("memzip x replays with the thread count each file records (see memzip info); "
+                             "--threads applies to compression")
         progress, say = _rich_progress(args.quiet)
         lm_cache: dict = {}
         for path in args.files:

@@ -111,6 +111,7 @@ def test_bad_files_fail_cleanly_and_write_nothing(tiny_model_dir, text_file, tmp
         (["c", "plain.txt", "--lr", "0"], "--lr must be positive"),
         (["c", "plain.txt", "--threads", "0"], "--threads must be at least 1"),
         (["c", "plain.txt", "--threads", "5000"], "--threads must be at most 1024"),
+        (["x", "plain.txt.mz", "--threads", "4"], "replays with the thread count each file records"),
     ],
 )
 def test_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
