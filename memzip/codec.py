@@ -174,7 +174,8 @@ def compress(
     If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, windows whose
     memory vectors are optimized are journaled there as they complete, and a journal left by an
     interrupted run on the same input, model and settings is resumed; the caller deletes the journal
-    once it has stored the result.
+    once it has stored the result. Compression runs with ``settings.threads`` CPU threads (default:
+    torch's current count), which the file records for every later replay.
     """
     progress = progress or Progress()
     lm = _model(model, progress=progress)
@@ -406,7 +407,8 @@ def decompress(
 
     ``model`` overrides where the model comes from (its fingerprint must still match the file).
     ``warn(text)`` hears about a decoding environment that differs from the compressing one (default:
-    ``warnings.warn``); the checksum still decides whether the result is right.
+    ``warnings.warn``); the checksum still decides whether the result is right. The replay runs with the
+    CPU thread count the file records (torch's count is restored afterwards).
     """
     progress = progress or Progress()
     c = container.read(blob)
