@@ -93,3 +93,24 @@ def test_revisions_table_reports_medians_per_file_and_revision():
     lines = table(runs, ["old" * 4, "new" * 4]).splitlines()
     assert lines[2] == "| a.txt | 1,000 | oldoldoldo | 500 | 0.500 | 143 | 1000 | 2 |"  # 1000 B / 7 s median
     assert lines[3] == "| a.txt | 1,000 | newnewnewn | 400 | 0.400 | 400 | 1000 | 2 |"
+
+
+def test_kernels_tool_decodes_in_other_environments(tiny_model_dir, tmp_path, monkeypatch):
+    import subprocess
+
+    from bench import kernels
+
+    text = tmp_path / "t.txt"
+    text.write_bytes(b"The quick brown fox jumps over the lazy dog, twice.")
+    (row,) = kernels.measure([str(text)], [1e-4], ["ATEN_CPU_CAPABILITY=avx2"], str(tiny_model_dir), say=lambda _: None)
+    assert row["decoded"] == "exact" and row["bytes"] == 51 and row["compressed"] > 0 and row["margin"] == 1e-4
+    real = kernels._memzip  # a decoder that refuses the file is reported with its error line
+
+    def refusing(args, env_settings=""):
+        if args[0] == "x":
+            return subprocess.CompletedProcess(args, 1, "", "memzip: decoded data does not match the original checksum\n")
+        return real(args, env_settings)
+
+    monkeypatch.setattr(kernels, "_memzip", refusing)
+    (row,) = kernels.measure([str(text)], [0.0], ["ATEN_CPU_CAPABILITY=avx2"], str(tiny_model_dir), say=lambda _: None)
+    assert row["decoded"] == "memzip: decoded data does not match the original checksum"
