@@ -44,14 +44,16 @@ def measure(files: list[str], margins: list[float], environments: list[str], mod
                 done = _memzip(["c", path, "-f", "-o", str(packed), "--rank-margin", str(margin), *extra])
                 if done.returncode != 0:
                     raise RuntimeError(f"memzip c failed on {path}: {done.stderr.strip()}")
+                size = packed.stat().st_size
                 for settings in environments:
                     restored = Path(tmp) / "restored"
                     run = _memzip(["x", str(packed), "-f", "-o", str(restored), *extra], settings)
                     exact = run.returncode == 0 and restored.read_bytes() == original
-                    rows.append({"file": path, "margin": margin, "bytes": len(original),
-                                 "compressed": packed.stat().st_size, "environment": settings,
-                                 "decoded": "exact" if exact else (run.stderr.strip().splitlines() or ["failed"])[-1]})
-                    say(f"{path} | margin {margin:g} | {packed.stat().st_size} B | {settings} | {rows[-1]['decoded']}")
+                    row = {"file": path, "margin": margin, "bytes": len(original), "compressed": size,
+                           "environment": settings,
+                           "decoded": "exact" if exact else (run.stderr.strip().splitlines() or ["failed"])[-1]}
+                    rows.append(row)
+                    say(f"{path} | margin {margin:g} | {row['compressed']} B | {settings} | {row['decoded']}")
     return rows
 
 
