@@ -1,0 +1,174 @@
+"""The engine's arithmetic: every step is exact, or one correctly rounded IEEE operation per element.
+
+Three kinds of operation, and why each gives the same bits on every machine, batch shape and thread count:
+
+1. **Integer sums.** Matrix products, attention scores, attention-weighted values and sums of squares
+   take integer-valued operands and produce integer results that fit their accumulator (int32, or a
+   float32/float64 partial sum below 2**24 / 2**53). Such a sum is exact in any order, any blocking,
+   with or without fused multiply-add, so any kernel that computes it exactly gives the same result.
+   ``int_mm`` checks once per device that ``torch._int_mm`` does (int8 kernels without VNNI saturate
+   int16 pair sums unless one operand stays within -64..63: the weights do, at -63..63) and otherwise
+   uses an exact float32 path.
+2. **Elementwise float64 operations**, one IEEE operation per torch call: +, -, *, /, sqrt, round
+   (half to even), floor, clamp, max. Each is correctly rounded by IEEE 754, so the result is a
+   function of its operands alone. Scalars are passed as one-element tensors on the device (never as
+   Python numbers: CUDA divides by a CPU scalar through its reciprocal) and no call fuses a
+   multiply with an add.
+3. **Table lookups** with linear interpolation (memzip.engine.tables): exp and sigmoid, built exactly.
+
+Reductions other than exact sums are max/min (exact in any order). No libm or SIMD math library
+function (exp, sin, rsqrt, ...) is ever called.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+ACT_LEVELS = 32639  # activations in -32639..32639: two int8 halves hi * 256 + lo, each in -128..127
+QK_LEVELS = 127  # q, k and v per head: int8 values
+WEIGHT_LEVELS = 65535  # attention weights before the value product: 16-bit integers
+
+F64 = torch.float64
+
+
+@functools.lru_cache(maxsize=None)
+def const(value: float, device: str) -> torch.Tensor:
+    """A float64 constant as a one-element tensor on ``device``."""
+    return torch.tensor([value], dtype=F64, device=device)
+
+
+def _c(value: float, like: torch.Tensor) -> torch.Tensor:
+    return const(float(value), str(like.device))
+
+
+def safe(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with zeros replaced by ones (a divisor for rows that are all zero, whose result is zero anyway)."""
+    return torch.where(x > 0, x, torch.ones_like(x))
+
+
+def quantize_activations(x: torch.Tensor):
+    """Per row of ``x`` [m, k] (float64): (halves int8 [2m, k], xq float64 [m, k], unit float64 [m, 1]).
+
+    ``xq = round(x * (ACT_LEVELS / max|x|))`` are integers with ``x ~ xq * unit``; ``halves`` stacks
+    ``hi`` over ``lo`` with ``xq = 256 * hi + lo`` (|hi| <= 127, -128 <= lo <= 127)."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    levels = _c(ACT_LEVELS, x)
+    xq = torch.round(torch.mul(x, torch.div(levels, safe(amax)))).clamp_(-ACT_LEVELS, ACT_LEVELS)
+    hi = torch.floor(torch.mul(torch.add(xq, _c(128, x)), _c(1 / 256, x)))
+    lo = torch.sub(xq, torch.mul(hi, _c(256, x)))
+    halves = torch.cat([hi, lo]).to(torch.int8)
+    return halves, xq, torch.div(amax, levels)
+
+
+def normalize(x: torch.Tensor, gain: torch.Tensor, eps: float):
+    """RMSNorm of the rows of ``x`` with ``gain``, quantized for a product: (halves, factor [m, 1]) such
+    that ``linear(halves, W, s, factor)`` is the product of ``x / rms(x) * gain`` with W.
+
+    The mean square comes from the row quantized on its own (an exact integer sum of squares, times
+    unit**2); the row times the gain is then quantized for the product."""
+    _, xq, unit = quantize_activations(x)
+    ss = torch.mul(xq, xq).sum(dim=-1, keepdim=True)  # integers < 2**30 * k: exact in float64
+    ms = torch.mul(torch.div(ss, _c(xq.shape[-1], xq)), torch.mul(unit, unit))
+    inverse_rms = torch.div(_c(1, xq), torch.sqrt(torch.add(ms, _c(eps, xq))))
+    halves, _, gained_unit = quantize_activations(torch.mul(x, gain))
+    return halves, torch.mul(gained_unit, inverse_rms)
+
+
+_INT_MM_OK: dict[str, bool] = {}
+
+
+def _int_mm_exact(device: torch.device) -> bool:
+    """Does torch._int_mm compute int8 products exactly here, for weights in -63..63 and activations
+    in -128..127 (extremes and random values, shapes like the engine's)? Checked once per device."""
+    key = str(device)
+    if key not in _INT_MM_OK:
+        ok = hasattr(torch, "_int_mm")
+        gen = torch.Generator().manual_seed(0)
+        for m, k, n in ((2, 576, 64), (34, 1536, 72), (96, 64, 128)) if ok else ():
+            a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+            w = torch.randint(-63, 64, (n, k), generator=gen, dtype=torch.int8)
+            a[0], w[0] = 127, -63  # a column of pair sums at the extreme
+            a[1], w[1] = -128, 63
+            try:
+                got = _raw_int_mm(a.to(device), w.to(device)).to("cpu", torch.int64)
+            except RuntimeError:
+                ok = False
+                break
+            ok = ok and torch.equal(got, a.long() @ w.long().t())
+        _INT_MM_OK[key] = ok
+    return _INT_MM_OK[key]
+
+
+def _raw_int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    m = a.shape[0]
+    if a.device.type == "cuda" and m <= 16:  # cuBLASLt's int8 product wants more than 16 rows
+        a = torch.cat([a, a.new_zeros((17 - m, a.shape[1]))])
+    return torch._int_mm(a, w.t())[:m]
+
+
+def int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``a @ w.T`` for int8 ``a`` [m, k] and int8 ``w`` [n, k] with |w| <= 63: int32, exact."""
+    if _int_mm_exact(a.device):
+        return _raw_int_mm(a, w)
+    # float32 holds every partial sum exactly while k * 128 * 63 < 2**24: chunks of 2048 columns
+    out = None
+    for start in range(0, a.shape[1], 2048):
+        part = torch.mm(a[:, start : start + 2048].float(), w[:, start : start + 2048].float().t()).to(torch.int32)
+        out = part if out is None else out + part
+    return out
+
+
+def linear(halves: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, row_factor: torch.Tensor):
+    """The float64 product of quantized activations (``quantize_activations``) with int8 weights
+    [n, k] (per-row ``weight_scale``), times ``row_factor`` [m, 1]: ``(acc * scale) * factor``."""
+    m = halves.shape[0] // 2
+    acc2 = int_mm(halves, weight).to(F64)
+    acc = torch.add(torch.mul(acc2[:m], _c(256, acc2)), acc2[m:])  # exact: |acc| < 2**40
+    return torch.mul(torch.mul(acc, weight_scale), row_factor)
+
+
+def quantize_heads(x: torch.Tensor):
+    """Per vector along the last dim: (values float32 holding integers in -127..127, scale float64)."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    levels = _c(QK_LEVELS, x)
+    q = torch.round(torch.mul(x, torch.div(levels, safe(amax))))
+    return q.to(torch.float32), torch.div(amax, levels).squeeze(-1)
+
+
+def interpolate(table: torch.Tensor, steps: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+    """``table`` read at fractional ``position`` (in table points, already clamped to [0, len - 2]):
+    ``t[i] + steps[i] * (position - i)``, i = floor(position); ``steps[i] = t[i + 1] - t[i]``."""
+    index = torch.floor(position)
+    frac = torch.sub(position, index)
+    index = index.long()
+    return torch.add(table[index], torch.mul(steps[index], frac))
+
+
+def exact_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched product of float32 tensors holding integers whose exact partial sums stay below 2**24
+    (the caller's bound): exact in any summation order, returned as float64."""
+    return torch.bmm(a, b).to(F64)
+
+
+def weighted_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``weights @ values`` for integer weights in 0..65535 (float64 [n, q, c]) and int8-valued
+    ``values`` (float32 [n, c, d]), exactly: the weights are split into digits small enough that every
+    float32 partial sum stays below 2**24 (digit * 127 * c), and the digit products are recombined in
+    float64 (exact integers < 2**53)."""
+    keys = values.shape[1]
+    bits = 8 if keys * 255 * 127 < (1 << 24) else 4
+    if keys * ((1 << bits) - 1) * 127 >= (1 << 24):
+        raise ValueError(f"attention over {keys} positions is beyond the exact engine's range")
+    base = _c(1 << bits, weights)
+    inverse = _c(1.0 / (1 << bits), weights)
+    rest, total, place = weights, None, 1.0
+    for _ in range(16 // bits):
+        high = torch.floor(torch.mul(rest, inverse))
+        digit = torch.sub(rest, torch.mul(high, base))
+        part = exact_bmm(digit.to(torch.float32), values)
+        part = part if place == 1.0 else torch.mul(part, _c(place, part))
+        total = part if total is None else torch.add(total, part)
+        rest, place = high, place * (1 << bits)
+    return total
