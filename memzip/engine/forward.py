@@ -5,6 +5,11 @@ state, quantized for the output head; ``Engine.logits`` applies the head. Evalua
 once (prefill) or one position at a time gives the same bits, and so does any batch of rows, because
 every row is computed on its own (per-row quantization) and every reduction across positions is an
 exact integer sum. The arithmetic, step by step, is specified in docs/ENGINE.md.
+
+Two implementations of the elementwise work give the same bits: PyTorch operations (the reference,
+``kernels="torch"``) and the fused C kernels of ``memzip.engine._kernels`` (``kernels="c"``, the default
+on CPU where the extension was built), which perform the same IEEE operations in the same order. The
+integer matrix products are torch's either way.
 """
 
 from __future__ import annotations
@@ -18,9 +23,19 @@ from .arith import F64, _c
 from .weights import EngineWeights
 
 
+try:
+    from . import _kernels
+except ImportError:  # no C compiler at install time: the PyTorch reference runs instead
+    _kernels = None
+
+
+def kernels_available() -> bool:
+    return _kernels is not None
+
+
 @dataclass
 class KVCache:
-    """Keys and values of every layer: int8 values (float32 storage) and float64 scales per position."""
+    """Keys and values of every layer: int8 values and float64 scales per position."""
 
     keys: torch.Tensor  # [layers, rows, kv_heads, capacity, head_dim]
     values: torch.Tensor
@@ -43,10 +58,15 @@ class Hidden:
 
 
 class Engine:
-    def __init__(self, weights: EngineWeights, device: str | torch.device = "cpu"):
+    def __init__(self, weights: EngineWeights, device: str | torch.device = "cpu", kernels: str = "auto"):
         self.weights = weights
         self.config = weights.config
         self.device = torch.device(device)
+        if kernels not in ("auto", "torch", "c"):
+            raise ValueError("kernels must be auto, torch or c")
+        if kernels == "c" and (_kernels is None or self.device.type != "cpu"):
+            raise ValueError("the C kernels are not available here (CPU only, built at install)")
+        self.kernels = "c" if kernels == "c" or (kernels == "auto" and _kernels and self.device.type == "cpu") else "torch"
         w = weights.tensors()
         for name, tensor in w.items():
             setattr(self, "_" + name, tensor.to(self.device))
@@ -67,8 +87,8 @@ class Engine:
             raise ValueError(f"the exact engine evaluates at most {tables.MAX_POSITIONS} positions per row")
         shape = (c.layers, rows, c.kv_heads, capacity, c.head_dim)
         return KVCache(
-            torch.zeros(shape, dtype=torch.float32, device=self.device),
-            torch.zeros(shape, dtype=torch.float32, device=self.device),
+            torch.zeros(shape, dtype=torch.int8, device=self.device),
+            torch.zeros(shape, dtype=torch.int8, device=self.device),
             torch.zeros(shape[:4], dtype=F64, device=self.device),
             torch.zeros(shape[:4], dtype=F64, device=self.device),
         )
@@ -86,7 +106,9 @@ class Engine:
         start = cache.length
         if rows != cache.keys.shape[1] or start + n > cache.capacity:
             raise ValueError("the cache does not fit these rows and positions")
-        x = x.to(self.device, F64).reshape(rows * n, hidden)
+        x = x.to(self.device, F64).reshape(rows * n, hidden).contiguous()
+        if self.kernels == "c":
+            return self._forward_c(x, cache, rows, n)
         cos, sin = self._cos[start : start + n], self._sin[start : start + n]
         q_rows, kv_rows = c.heads * c.head_dim, c.kv_heads * c.head_dim
         for layer in range(c.layers):
@@ -97,7 +119,7 @@ class Engine:
             v = qkv[:, q_rows + kv_rows :].reshape(rows, n, c.kv_heads, c.head_dim)
             for store, scales, t in ((cache.keys, cache.key_scale, k), (cache.values, cache.value_scale, v)):
                 values, scale = arith.quantize_heads(t)
-                store[layer, :, :, start : start + n] = values.transpose(1, 2)
+                store[layer, :, :, start : start + n] = values.transpose(1, 2).to(torch.int8)
                 scales[layer, :, :, start : start + n] = scale.transpose(1, 2)
             o = self._attention(q, cache, layer, start, n)
             halves, _, unit = arith.quantize_activations(o)
@@ -112,15 +134,81 @@ class Engine:
         halves, factor = arith.normalize(x, self._final_gain, c.norm_eps)
         return Hidden(halves, factor, (rows, n))
 
+    HEAD_ROWS = 256  # positions per head product (an int32 [2 x 256, vocab] buffer)
+
     @torch.no_grad()
-    def logits(self, hidden: Hidden, select: slice | None = None) -> torch.Tensor:
-        """float64 logits [rows * positions, vocab] of the final hidden state (or of rows ``select`` of it)."""
-        m = hidden.factor.shape[0]
-        halves, factor = hidden.halves, hidden.factor
-        if select is not None:
-            idx = torch.arange(m, device=halves.device)[select]
-            halves, factor = torch.cat([halves[:m][idx], halves[m:][idx]]), factor[idx]
+    def logits(self, hidden: Hidden, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """float64 logits [k, vocab] of the positions ``rows`` (indices into rows * positions; all by default)."""
+        halves, factor = self._head_input(hidden, rows)
         return arith.linear(halves, self._head, self._head_scale, factor)
+
+    @torch.no_grad()
+    def ranks(self, hidden: Hidden, rows: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Rank of ``tokens[i]`` in the logits of position ``rows[i]``: how many logits are greater, plus
+        how many equal ones have a lower id (int64 [k])."""
+        return self._head_map(hidden, rows, tokens, "ranks", rank_of)
+
+    @torch.no_grad()
+    def select(self, hidden: Hidden, rows: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+        """The token at rank ``ranks[i]`` in the logits of position ``rows[i]`` (inverse of ``ranks``)."""
+        return self._head_map(hidden, rows, ranks, "select", select_rank)
+
+    def _head_input(self, hidden: Hidden, rows: torch.Tensor | None):
+        m = hidden.factor.shape[0]
+        if rows is None:
+            return hidden.halves, hidden.factor
+        rows = rows.to(hidden.halves.device)
+        return torch.cat([hidden.halves[:m][rows], hidden.halves[m:][rows]]), hidden.factor[rows].contiguous()
+
+    def _head_map(self, hidden, rows, values, kernel, reference):
+        rows, values = rows.reshape(-1).long(), values.reshape(-1).long().to(self.device)
+        out = torch.empty(rows.shape[0], dtype=torch.int64, device=self.device)
+        vocab = self.config.vocab
+        for start in range(0, rows.shape[0], self.HEAD_ROWS):
+            part = slice(start, start + self.HEAD_ROWS)
+            halves, factor = self._head_input(hidden, rows[part])
+            if self.kernels == "c":
+                acc = arith.int_mm(halves, self._head)
+                v = values[part].contiguous()
+                getattr(_kernels, kernel)(acc.data_ptr(), factor.shape[0], vocab, self._head_scale.data_ptr(),
+                                          factor.data_ptr(), v.data_ptr(), out[part].data_ptr())
+            else:
+                out[part] = reference(arith.linear(halves, self._head, self._head_scale, factor), values[part])
+        return out
+
+    def _forward_c(self, x: torch.Tensor, cache: KVCache, rows: int, n: int) -> Hidden:
+        """``forward`` through the C kernels (same operations, same order, same bits)."""
+        c, k = self.config, _kernels
+        m, start = rows * n, cache.length
+        p = lambda t: t.data_ptr()  # noqa: E731
+        halves = torch.empty((2 * m, max(c.hidden, c.ffn, c.heads * c.head_dim)), dtype=torch.int8)
+        factor = torch.empty((m, 1), dtype=F64)
+        inv_sqrt_d = tables.inverse_sqrt(c.head_dim)
+
+        def h(width):
+            return halves[:, :width] if width == halves.shape[1] else halves.view(-1)[: 2 * m * width].view(2 * m, width)
+
+        for layer in range(c.layers):
+            hx = h(c.hidden)
+            k.normalize(p(x), p(self._attn_gain[layer]), m, c.hidden, c.norm_eps, p(hx), p(factor))
+            acc = arith.int_mm(hx, self._qkv[layer])
+            ho = h(c.heads * c.head_dim)
+            k.attention(p(acc), rows, n, c.heads, c.kv_heads, c.head_dim, p(self._qkv_scale[layer]), p(factor),
+                        p(self._cos), p(self._sin), start, p(cache.keys[layer]), p(cache.values[layer]),
+                        p(cache.key_scale[layer]), p(cache.value_scale[layer]), cache.capacity, p(self._exp),
+                        p(self._exp_steps), inv_sqrt_d, p(ho), p(factor))
+            acc = arith.int_mm(ho, self._out[layer])
+            k.linear(p(acc), m, c.hidden, p(self._out_scale[layer]), p(factor), p(x), True)
+            k.normalize(p(x), p(self._ffn_gain[layer]), m, c.hidden, c.norm_eps, p(hx), p(factor))
+            acc = arith.int_mm(hx, self._gate_up[layer])
+            hf = h(c.ffn)
+            k.mlp(p(acc), m, c.ffn, p(self._gate_up_scale[layer]), p(factor), p(self._sig), p(self._sig_steps), p(hf), p(factor))
+            acc = arith.int_mm(hf, self._down[layer])
+            k.linear(p(acc), m, c.hidden, p(self._down_scale[layer]), p(factor), p(x), True)
+        cache.length = start + n
+        hx = h(c.hidden).clone()
+        k.normalize(p(x), p(self._final_gain), m, c.hidden, c.norm_eps, p(hx), p(factor))
+        return Hidden(hx, factor, (rows, n))
 
     def _sigmoid(self, x: torch.Tensor) -> torch.Tensor:
         r = tables.SIGMOID_RANGE
@@ -137,8 +225,8 @@ class Engine:
         qv = qv.reshape(rows, n, c.kv_heads, group, c.head_dim).permute(0, 2, 3, 1, 4)
         qv = qv.reshape(rows * c.kv_heads, group * n, c.head_dim)
         qs = qs.reshape(rows, n, c.kv_heads, group).permute(0, 2, 3, 1).reshape(rows * c.kv_heads, group * n, 1)
-        kv = cache.keys[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim)
-        vv = cache.values[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim)
+        kv = cache.keys[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim).to(torch.float32)
+        vv = cache.values[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim).to(torch.float32)
         ks = cache.key_scale[layer, :, :, :keys].reshape(rows * c.kv_heads, 1, keys)
         vs = cache.value_scale[layer, :, :, :keys].reshape(rows * c.kv_heads, 1, keys)
         dot = arith.exact_bmm(qv, kv.transpose(1, 2))  # |sum| <= d * 127**2 < 2**24
@@ -158,6 +246,27 @@ class Engine:
         o = torch.div(o, torch.mul(scale, total))
         o = o.reshape(rows, c.kv_heads, group, n, c.head_dim).permute(0, 3, 1, 2, 4)
         return o.reshape(rows * n, c.heads * c.head_dim)
+
+
+def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Per row, the rank of ``tokens`` in ``logits`` [n, vocab]: how many logits are greater, plus how
+    many equal ones have a lower token id."""
+    chosen = logits.gather(1, tokens.unsqueeze(1))
+    ids = torch.arange(logits.shape[1], device=logits.device).unsqueeze(0)
+    return (logits > chosen).sum(1) + ((logits == chosen) & (ids < tokens.unsqueeze(1))).sum(1)
+
+
+def select_rank(logits: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
+    """Per row, the token at ``ranks`` in ``logits`` ordered by decreasing value, lower id first on ties."""
+    out = logits.argmax(dim=-1)  # the first index among equal maxima: rank 0
+    for row in (ranks > 0).nonzero().flatten().tolist():
+        values, r = logits[row], int(ranks[row])
+        # the value at position r of the order (a selection, not a sort), then among the tokens holding
+        # exactly that value, the one with the right number of lower ids
+        value = torch.kthvalue(-values, r + 1).values.neg()
+        above = int((values > value).sum())
+        out[row] = (values == value).nonzero().flatten()[r - above]
+    return out
 
 
 def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -270,3 +270,63 @@ def gguf_token_bytes(reader) -> list[bytes]:
         raise UnsupportedModel(f"tokenizer '{model}' is not byte-level BPE")
     # token types: 1 normal, 3 control, 4 user-defined: control and user-defined tokens stand for their text
     return [s.encode("utf-8") if k in (3, 4) else byte_level_bytes(s) for s, k in zip(strings, kinds)]
+
+
+# ---- cache file ------------------------------------------------------------------------------------------
+
+
+def save(path, weights: EngineWeights, token_bytes: list[bytes]) -> None:
+    """Write engine weights and the detokenizer table as one safetensors file (atomically)."""
+    import os
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    blob = b"".join(token_bytes)
+    lengths = torch.tensor([len(b) for b in token_bytes], dtype=torch.int64)
+    tensors = {**{k: v.contiguous() for k, v in weights.tensors().items()},
+               "token_bytes": torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8),
+               "token_lengths": lengths}
+    meta = {"engine_version": ENGINE_VERSION, "config": json.dumps(asdict(weights.config)), "fingerprint": weights.fingerprint}
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".engine.", dir=directory)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path) -> tuple[EngineWeights, list[bytes]] | None:
+    """Engine weights and detokenizer table from a cache file, with the fingerprint recomputed (a file
+    whose contents no longer match the fingerprint it was saved with, or of another engine version, gives
+    None: rebuild it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("engine_version") != ENGINE_VERSION:
+                return None
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        config = EngineConfig(**json.loads(meta["config"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    lengths = t.pop("token_lengths").tolist()
+    blob = t.pop("token_bytes").numpy().tobytes()
+    offsets = [0]
+    for n in lengths:
+        offsets.append(offsets[-1] + n)
+    token_bytes = [blob[a:b] for a, b in zip(offsets, offsets[1:])]
+    try:
+        weights = EngineWeights(config, **t)
+    except TypeError:
+        return None
+    weights.fingerprint = fingerprint(weights, token_bytes)
+    if weights.fingerprint != meta.get("fingerprint"):
+        return None
+    return weights, token_bytes
