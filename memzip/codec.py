@@ -1,54 +1,43 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
 compress: segment -> per window, either its tokens' ranks under the model (the default, no memory
-vectors: ``predict``) or one optimized memory vector (``--vectors full|compact``) -> container -> read
-the container back and check it with the decompressor's own functions: memory vectors are replayed
-(_replay) and any window that does not come back exactly is demoted to the raw fallback and the check
-runs again; ranks were computed by one pass that already decoded from them exactly as the
-decompressor will (decoder.rank_tokens), so the ranks and rows read back must equal those, and the
-decoded windows are assembled with the raw spans (_assemble). compress() only returns a container
-that is proven to decode to the input.
+vectors: ``_predict``, one all-at-once evaluation per batch of windows) or one optimized memory vector
+(``--vectors full|compact``: ``_memorize``, each vector accepted only when the engine's greedy replay
+regenerates its window) -> container -> read back strictly, and its ranks and codes must be the ones
+computed. Every replay runs on the exact engine (memzip.engine), whose logits are the same bits on every
+machine and whether a window is evaluated all at once or one token at a time, so the ranks computed here
+are exactly those the decompressor follows. ``CompressSettings.verify`` also decodes the finished file
+the way ``decompress`` does before returning it.
+
+decompress: read strictly -> check the model's fingerprint and engine version -> decode every window
+one token per step from its ranks -> reassemble with the raw spans -> check length and SHA-256.
 """
 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import asdict, dataclass, replace
-
-import torch
 
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
-from .container import KIND_PLACEHOLDER, KIND_RAW, KIND_WINDOW, Container
-from .decoder import greedy_decode, rank_tokens, replay_threads, reproduces
+from .container import KIND_RAW, KIND_WINDOW, Container
+from .decoder import decode_windows, rank_windows, reproduces
+from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import OptimizerSettings, WindowResult, optimize_windows
 from .progress import Progress
 from .rankcoder import window_costs
-from .windows import Segment, detokenize, segment
+from .windows import Segment, segment
 
 DEFAULT_WINDOW = 16  # tokens per memory-vector window
 # Predicted windows (no vectors): more tokens give the model more context (better ratio), fewer give
 # more rows to decode in parallel (speed). The default is the longest power of two in this range
-# that still yields PARALLEL_ROWS windows, so small files are not decoded one slow row at a time.
+# that still yields PARALLEL_ROWS windows, so small files are not decoded one row at a time.
 PREDICT_WINDOW_RANGE = (64, 256)
 PARALLEL_ROWS = 16
-# Predicted windows: a token whose logit is within this of another token's is stored by its id, not its
-# rank, so that numeric differences below half of it (another machine, library, batch) cannot change it.
-# Measured between this CPU's AVX512 and AVX2 kernels (the paper text's replay, 20 rows x 64 steps): no
-# logit within 1e-3 of a window's token moved by more than 2.1e-5 relative to it, and one rank of 1,280
-# changed without a margin; 1e-4 leaves ~5x that, for 2.5-4.5% more rank bytes.
-DEFAULT_RANK_MARGIN = 1e-4
 STORE_POLICIES = ("smaller", "always")
-DECODE_BATCH = 64
-
-
-def decode_batch_for(window: int) -> int:
-    """Rows replayed together: DECODE_BATCH, fewer for long windows (the format bounds batch x window)."""
-    return max(1, min(DECODE_BATCH, container.MAX_TOKENS_IN_FLIGHT // window))
 
 
 def default_window(spec: VectorSpec, tokens: int) -> int:
@@ -71,18 +60,11 @@ class CompressSettings:
     # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
     # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
     store: str = "smaller"
-    rank_margin: float = DEFAULT_RANK_MARGIN  # predicted windows: see DEFAULT_RANK_MARGIN
-    # CPU threads for the whole compression; recorded, and every replay of the file uses this count
-    # (the kernels' arithmetic depends on it: see memzip.decoder). None: torch's current count.
-    threads: int | None = None
+    verify: bool = False  # decode the finished container (as decompress does) before returning it
 
     def __post_init__(self) -> None:
         if self.store not in STORE_POLICIES:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
-        if not self.rank_margin >= 0:
-            raise SettingsError("rank margin must be non-negative")
-        if self.threads is not None and not 1 <= self.threads <= container.MAX_THREADS:
-            raise SettingsError(f"threads must be 1..{container.MAX_THREADS}")
 
 
 def percentile(values: list, q: float):
@@ -99,7 +81,6 @@ class CompressReport:
     vectors: int  # windows stored as a memory vector
     fallback_windows: int
     steps: list[int]  # optimizer steps of each window that became a vector
-    demoted_by_final_check: int
     resumed: int = 0  # windows taken from the journal of an interrupted run
     not_tried: int = 0  # windows stored raw without optimizing or predicting: expected to be larger
     predicted: int = 0  # windows stored as ranks under the model, without a vector
@@ -111,7 +92,6 @@ class CompressReport:
             "vector_windows": self.vectors,
             "predicted_windows": self.predicted,
             "fallback_windows": self.fallback_windows,
-            "demoted_by_final_check": self.demoted_by_final_check,
             "not_tried_windows": self.not_tried,
             "steps_median": percentile(self.steps, 0.5),
             "steps_p90": percentile(self.steps, 0.9),
@@ -127,7 +107,7 @@ def _model(model, device=None, progress: Progress | None = None) -> LanguageMode
 
 def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings) -> CompressSettings:
     """``settings`` with every default decided for this input and model: the window length and what
-    the optimizer's "auto" means here, and the thread count (this is what the header and the journal record)."""
+    the optimizer's "auto" means here (this is what the header and the journal record)."""
     window = settings.window
     if window is None and settings.vectors.code != "none":
         window = default_window(settings.vectors, 0)
@@ -136,17 +116,17 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
         window = default_window(settings.vectors, approx_tokens)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
-    threads = settings.threads or min(torch.get_num_threads(), container.MAX_THREADS)
-    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device), threads=threads)
+    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
 
 
 def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings) -> dict:
-    """What a journal must match to be resumed: the same input, model weights and settings."""
+    """What a journal must match to be resumed: the same input, model and settings."""
     settings = resolved_settings(data, lm, settings)
     return {
         "input_size": len(data),
         "input_sha256": hashlib.sha256(data).hexdigest(),
         "model_fingerprint": lm.fingerprint,
+        "engine": ENGINE_VERSION,
         "window": settings.window,
         "optimizer": asdict(settings.optimizer),
         "vectors": asdict(settings.vectors),
@@ -177,107 +157,93 @@ def compress(
     If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, windows whose
     memory vectors are optimized are journaled there as they complete, and a journal left by an
     interrupted run on the same input, model and settings is resumed; the caller deletes the journal
-    once it has stored the result. Compression runs with ``settings.threads`` CPU threads (default:
-    torch's current count), which the file records for every later replay.
+    once it has stored the result.
     """
     progress = progress or Progress()
     lm = _model(model, progress=progress)
     settings = resolved_settings(data, lm, settings)
-    with replay_threads(settings.threads):
-        return _compress(data, lm, settings, progress, report, journal_path)
-
-
-def _compress(data, lm, settings, progress, report, journal_path) -> bytes:
-    segments = segment(data, lm.tokenizer, settings.window)
+    segments = segment(data, lm.tokenizer, lm.token_bytes, settings.window)
     windows = [s for s in segments if s.is_window]
-    decode_batch = decode_batch_for(settings.window)
     code = VectorCode(settings.vectors, lm)
     predicted = code.spec.code == "none"
     if predicted:
-        stored, ranked, not_tried, demoted = _predict(data, windows, settings, lm, decode_batch, progress)
+        stored, not_tried = _predict(data, windows, settings, lm, progress)
         resumed = 0
     else:
-        stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path)
-        demoted = 0
+        stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, progress, journal_path)
     header = {
         "memzip_version": __version__,
         "model_id": lm.model_id,
         "model_fingerprint": lm.fingerprint,
+        "engine": ENGINE_VERSION,
         "prefix_id": lm.prefix_id,
         "hidden_size": lm.hidden_size,
         "window": settings.window,
         "vectors": code.spec.header(lm),
         "original_size": len(data),
         "original_sha256": hashlib.sha256(data).hexdigest(),
-        "decode_batch": decode_batch,
-        "threads": settings.threads,
-        "settings": {"rank_margin": settings.rank_margin} if predicted else asdict(settings.optimizer),
-        "environment": lm.environment(),
+        "settings": {} if predicted else asdict(settings.optimizer),
     }
-    # predicted windows: the rows of every batch up to the last one holding a stored window stay rows
-    last = max((i for i, s in enumerate(windows) if id(s) in stored), default=-1) if predicted else -1
-    row_count = 0 if last < 0 else min(len(windows), (last // decode_batch + 1) * decode_batch)
-    while True:  # prove the file with the decompressor's own functions before returning it
-        kept = [s for s in windows if id(s) in stored]
-        ranks = [ranked[id(s)][0] for s in kept] if predicted else None
-        summary = _summary(code.spec, windows, stored, demoted, resumed, not_tried)
-        blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored, ranks, row_count))
-        c = container.read(blob)
-        if predicted:  # the ranking pass was the decoder's replay of these ranks, in these batches
-            rows = [len(s.tokens) if id(s) in stored else 0 for s in windows[:row_count]]
-            if c.window_ranks() != ranks or c.row_lengths != rows or c.header["decode_batch"] != decode_batch:
-                raise IntegrityError("internal error: the container does not hold the rows it was proven with")
-            tokens = [ranked[id(s)][1] for s in kept]
-        else:
-            tokens = _replay(c, lm, progress, "verifying the container")
-        if _assemble(c, lm, tokens) == data:
-            break
-        bad = [s for s, t in zip(kept, tokens) if t != list(s.tokens)]
-        if not bad or predicted:
-            raise IntegrityError("internal error: the container does not reproduce the input")
-        for s in bad:  # numerically fragile under the decompressor's batching: store raw instead
-            del stored[id(s)]
-        demoted += len(bad)
+    summary = _summary(code.spec, windows, stored, resumed, not_tried)
+    blob = _write(header, summary, segments, stored, lm.token_bytes, data)
     if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
-        plain = _summary(code.spec, windows, {}, demoted, resumed, not_tried)
-        raw_blob = container.write(_build({**header, "stats": plain.stats()}, segments, {}, None, 0))
+        plain = _summary(code.spec, windows, {}, resumed, not_tried)
+        raw_blob = _write(header, plain, segments, {}, lm.token_bytes, data)
         if len(raw_blob) < len(blob):
-            if _assemble(container.read(raw_blob), None, []) != data:
-                raise IntegrityError("internal error: the raw container does not reproduce the input")
             blob, summary = raw_blob, plain
+    if settings.verify:
+        if decompress(blob, lm, progress) != data:  # decompress raises first; this cannot happen
+            raise IntegrityError("internal error: the container does not decode to the input")
     if report is not None:
         report.append(summary)
     return blob
 
 
-def _summary(spec: VectorSpec, windows, stored: dict, demoted: int, resumed: int, not_tried: int) -> CompressReport:
-    steps = [r.steps for r in stored.values()] if spec.code != "none" else []
-    vectors = len(stored) if spec.code != "none" else 0
-    predicted = len(stored) if spec.code == "none" else 0
-    return CompressReport(len(windows), vectors, len(windows) - len(stored), steps, demoted, resumed, not_tried, predicted)
+def _write(header: dict, summary: CompressReport, segments: list[Segment], stored: dict, token_bytes,
+           data: bytes) -> bytes:
+    """The container, read back strictly: it must hold exactly the ranks and codes computed, and its
+    raw spans and windows (their tokens' bytes) must make up the input."""
+    kept = [s for s in segments if s.is_window and id(s) in stored]
+    ranks = [stored[id(s)].ranks for s in kept]
+    blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored))
+    c = container.read(blob)
+    if c.window_ranks() != ranks or c.codes != b"".join(stored[id(s)].code for s in kept):
+        raise IntegrityError("internal error: the container does not hold the ranks and codes computed")
+    if _assemble(c, [list(s.tokens) for s in kept], token_bytes) != data:
+        raise IntegrityError("internal error: the container's segments do not make up the input")
+    return blob
 
 
-def _predict(data, windows, settings, lm, decode_batch, progress) -> tuple[dict, dict, int, int]:
-    """One replay of every window (``decoder.rank_tokens``), which ranks its tokens and decodes from
-    those ranks as the decompressor will. Returns the windows to store as ranks (by id -> WindowResult
-    with an empty code), every window's (ranks, decoded tokens) by id, how many are not worth storing
-    and how many did not decode to themselves (demoted).
+@dataclass(frozen=True)
+class Stored:
+    """A window stored by the model: its vector code (empty without vectors) and its tokens' ranks."""
 
-    Every window stays a decoding row: those stored raw become placeholder rows, so no batch changes
-    and nothing needs ranking again (a row's logits depend on how many rows its batch has)."""
+    code: bytes
+    ranks: list
+    steps: int = 0
+
+
+def _summary(spec: VectorSpec, windows, stored: dict, resumed: int, not_tried: int) -> CompressReport:
+    vectors = spec.code != "none"
+    steps = [r.steps for r in stored.values()] if vectors else []
+    return CompressReport(len(windows), len(stored) if vectors else 0, len(windows) - len(stored), steps, resumed,
+                          not_tried, 0 if vectors else len(stored))
+
+
+def _predict(data, windows, settings, lm, progress) -> tuple[dict, int]:
+    """Every window's ranks, by one all-at-once evaluation per batch of windows. Returns the windows
+    to store (by id -> Stored) and how many are not worth storing (kept raw)."""
     progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
-    ranks, decoded = rank_tokens(lm, None, [s.tokens for s in windows], decode_batch, lm.prefix_id,
-                                 progress.update, settings.rank_margin)
+    ranks = rank_windows(lm, [s.tokens for s in windows], on_progress=progress.update)
     progress.done()
-    ranked = {id(s): (r, t) for s, r, t in zip(windows, ranks, decoded)}
     worth = worth_storing(data, windows, window_costs(ranks), settings.store)
-    exact = [t == list(s.tokens) for s, t in zip(windows, decoded)]
-    stored = {id(s): WindowResult(b"", 0) for s, ok, same in zip(windows, worth, exact) if ok and same}
-    return stored, ranked, worth.count(False), sum(ok and not same for ok, same in zip(worth, exact))
+    stored = {id(s): Stored(b"", r) for s, r, ok in zip(windows, ranks, worth) if ok}
+    return stored, worth.count(False)
 
 
-def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal_path) -> tuple[dict, int, int]:
-    """Optimize memory vectors: (verified windows by id -> WindowResult, resumed, not tried)."""
+def _memorize(data, lm, windows, settings, code, progress, journal_path) -> tuple[dict, int, int]:
+    """Optimize memory vectors: (verified windows by id -> Stored, resumed, not tried). A vector is
+    accepted only when the engine's greedy replay regenerates its window with the required margin."""
     journal = Journal(journal_path, journal_identity(data, lm, settings), code.size) if journal_path else None
     done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
     if journal is not None:
@@ -292,7 +258,7 @@ def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal
     progress.phase("optimizing memory vectors", len(windows))
 
     def verify(codes: list[bytes], tokens: list[list[int]]) -> list[bool]:
-        return reproduces(lm, code.rebuild(codes), tokens, settings.optimizer.margin, decode_batch)
+        return reproduces(lm, code.rebuild(codes), tokens, settings.optimizer.margin)
 
     def on_step(finished: int, steps: int) -> None:
         progress.update(len(done) + len(skipped) + finished, f"{steps} steps")
@@ -310,65 +276,42 @@ def _memorize(data, lm, windows, settings, code, decode_batch, progress, journal
             journal.close()
     progress.done()
     results = {**skipped, **done, **dict(zip(todo, fresh))}
-    stored = {id(s): results[i] for i, s in enumerate(windows) if results[i].code is not None}
+    stored = {id(s): Stored(results[i].code, [0] * len(s.tokens), results[i].steps)
+              for i, s in enumerate(windows) if results[i].code is not None}
     return stored, len(done), len(skipped)
 
 
-def _build(header: dict, segments: list[Segment], stored: dict, ranks: list[list[int]] | None,
-           row_count: int) -> Container:
-    """The container for ``segments`` with the windows in ``stored`` kept (ranks: one row per kept
-    window, None for all 0) and every other window raw; of the first ``row_count`` windows, those
-    stored raw stay decoding rows (placeholders)."""
+def _build(header: dict, segments: list[Segment], stored: dict) -> Container:
+    """The container for ``segments`` with the windows in ``stored`` kept and every other window raw."""
     table: list[tuple[int, int]] = []
-    codes = bytearray()
-    raw = bytearray()
-    pending = [0, 0]  # raw bytes and placeholder rows since the last window entry, in either order
-
-    def flush() -> None:
-        table.extend((kind, n) for kind, n in zip((KIND_RAW, KIND_PLACEHOLDER), pending) if n)
-        pending[:] = [0, 0]
-
-    window_index = 0
+    codes, raw, ranks = bytearray(), bytearray(), []
     for s in segments:
-        result: WindowResult | None = stored.get(id(s))
-        row = s.is_window and window_index < row_count
-        window_index += s.is_window
-        if result is not None:
-            flush()
+        kept = stored.get(id(s))
+        if kept is not None:
             table.append((KIND_WINDOW, len(s.tokens)))
-            codes += result.code
+            codes += kept.code
+            ranks += kept.ranks
         else:
             raw += s.data
-            pending[0] += len(s.data)
-            pending[1] += row
-    flush()
-    flat = [r for row in ranks for r in row] if ranks is not None else None
-    return Container(dict(header), table, bytes(codes), bytes(raw), ranks=flat)
-
-
-def _replay(c: Container, lm: LanguageModel | None, progress: Progress, what: str) -> list[list[int]]:
-    """Decode every window of a container (placeholder rows included, results dropped), batched as
-    its header says."""
-    rows = c.row_lengths
-    if not any(rows):
-        return []
-    progress.phase(what, sum(rows))
-    h = c.header
-    window_ranks = iter(c.window_ranks())
-    ranks = [next(window_ranks) if n else [] for n in rows]
-    tokens = greedy_decode(lm, stored_vectors(c, lm), rows, h["decode_batch"], h["prefix_id"], ranks, progress.update)
-    progress.done()
-    return [t for t, n in zip(tokens, rows) if n]
+            if table and table[-1][0] == KIND_RAW:
+                table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
+            else:
+                table.append((KIND_RAW, len(s.data)))
+    return Container(dict(header), table, bytes(codes), bytes(raw), ranks=ranks)
 
 
 def stored_vectors(c: Container, lm: LanguageModel):
-    """The memory vectors [windows, hidden] a container's codes stand for under ``lm``."""
+    """The memory vectors [windows, hidden] a container's codes stand for under ``lm`` (None: none)."""
     return VectorCode(c.vector_spec, lm).rebuild(c.codes)
 
 
 def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
-    """The model a container needs, proven by fingerprint before any decoding."""
+    """The model a container needs, proven by fingerprint and engine version before any decoding."""
     need_id, need_fp = c.header["model_id"], c.header["model_fingerprint"]
+    if c.header["engine"] != ENGINE_VERSION:
+        raise ModelMismatchError(
+            f"this file was made by engine '{c.header['engine']}'; this memzip runs engine '{ENGINE_VERSION}'"
+        )
     try:
         lm = _model(model if model is not None else need_id, progress=progress)
     except ModelLoadError as exc:
@@ -379,67 +322,49 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
             f"this file needs model '{need_id}' with fingerprint {need_fp[:16]}, "
             f"but '{lm.model_id}' has fingerprint {lm.fingerprint[:16]} (different weights or tokenizer)"
         )
-    vocab = lm.model.get_input_embeddings().weight.shape[0]
-    if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= vocab:
+    if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= lm.vocab_size:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
-    if c.ranks and max(max(c.ranks), -1 - min(c.ranks)) >= vocab:  # ranks >= 0, explicit ids < 0
-        raise ContainerError(f"a stored rank or token id is beyond the vocabulary of model '{lm.model_id}' ({vocab} tokens)")
-    return lm
-
-
-def replay_differences(c: Container, lm: LanguageModel) -> list[str]:
-    """What differs between the compressing and this decoding setup, as 'what recorded -> here'."""
-    diff = environment_differences(c.header["environment"], lm.environment())
+    if c.ranks and max(c.ranks) >= lm.vocab_size:
+        raise ContainerError(f"a stored rank is beyond the vocabulary of model '{lm.model_id}' ({lm.vocab_size} tokens)")
     spec = c.vector_spec
     if spec.code == "compact":
         recorded, here = c.header["vectors"]["basis_digest"], basis_digest(lm, spec.rank)
         if recorded != here:
-            diff.append(f"basis digest {recorded} -> {here}")
-    return diff
+            raise ModelMismatchError(
+                f"this file's compact vectors use basis {recorded}, but this machine computes {here} for "
+                f"'{lm.model_id}' (its eigendecomposition rounds differently); decode it where it was made"
+            )
+    return lm
 
 
-def environment_differences(recorded: dict, current: dict) -> list[str]:
-    """'key recorded -> current' for every replay-relevant setting that differs."""
-    return [f"{k} {recorded[k]} -> {current.get(k)}" for k in recorded if recorded[k] != current.get(k)]
-
-
-def decompress(
-    blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None, warn=None
-) -> bytes:
+def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None) -> bytes:
     """Restore the original bytes, or raise: never returns data that fails the recorded checksum.
 
-    ``model`` overrides where the model comes from (its fingerprint must still match the file).
-    ``warn(text)`` hears about a decoding environment that differs from the compressing one (default:
-    ``warnings.warn``); the checksum still decides whether the result is right. The replay runs with the
-    CPU thread count the file records (torch's count is restored afterwards).
-    """
+    ``model`` overrides where the model comes from (its fingerprint must still match the file)."""
     progress = progress or Progress()
     c = container.read(blob)
-    lm = _model_for(c, model, progress) if c.window_count else None
-    if lm is not None:
-        diff = replay_differences(c, lm)
-        if diff:
-            text = (
-                "decoding environment differs from the one that wrote the file (" + ", ".join(diff)
-                + "); the checksum will tell whether the replay is still exact"
-            )
-            (warn or (lambda t: warnings.warn(t, stacklevel=2)))(text)
-    with replay_threads(c.header["threads"]):
-        tokens = _replay(c, lm, progress, "decoding")
-    out = _assemble(c, lm, tokens)
+    tokens: list[list[int]] = []
+    lm = None
+    if c.window_count:
+        lm = _model_for(c, model, progress)
+        lengths = c.window_lengths
+        progress.phase("decoding", sum(lengths))
+        tokens = decode_windows(lm, lengths, c.window_ranks(), stored_vectors(c, lm), progress.update)
+        progress.done()
+    out = _assemble(c, tokens, lm.token_bytes if lm is not None else None)
     if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out
 
 
-def _assemble(c: Container, lm: LanguageModel | None, tokens: list[list[int]]) -> bytes:
-    """The file's bytes: decoded windows and raw spans in table order."""
+def _assemble(c: Container, tokens: list[list[int]], token_bytes) -> bytes:
+    """The file's bytes: the windows' tokens' bytes and the raw spans, in table order."""
     out = bytearray()
     raw_pos, next_window = 0, iter(tokens)
     for kind, length in c.segments:
         if kind == KIND_WINDOW:
-            out += detokenize(lm.tokenizer, next(next_window))
-        elif kind == KIND_RAW:
+            out += b"".join(token_bytes[i] for i in next(next_window))
+        else:
             out += c.fallback[raw_pos : raw_pos + length]
             raw_pos += length
     return bytes(out)

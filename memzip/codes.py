@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-BASIS_NAME = "embedding-pca-v1"
+BASIS_NAME = "embedding-pca-v2"  # v2: mean and basis on a 2**-24 grid, exact rebuild
 CODES = ("none", "full", "compact")
 MIN_BITS, MAX_BITS = 2, 8
 _SCALE_BYTES = 2  # one bf16 scale per compact vector
@@ -123,22 +123,27 @@ def check_codes(spec: VectorSpec, hidden: int, blob: bytes, windows: int) -> Non
         raise ValueError(f"compact vector codes exceed {spec.bits} bits")
 
 
+BASIS_BITS = 24  # the mean and basis are stored on a grid of 2**-24: rebuilding is then exact integer work
+_BASES: dict = {}  # model fingerprint -> (mean, basis) as integers on the grid, float64 [d] and [hidden, d]
+
+
 def embedding_basis(lm, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean [d], P [rank, d]) in float64, from the model's input embeddings, deterministic up to
-    floating-point summation order: float64 covariance, symmetric eigendecomposition, directions by
-    decreasing variance, each scaled to its standard deviation and signed so its largest entry is > 0.
-    Cached on the model object (the decomposition takes seconds)."""
-    cache = lm.__dict__.setdefault("_pca_cache", {})
-    if "full" not in cache:
-        weight = lm.model.get_input_embeddings().weight
-        vocab, d = weight.shape
+    """(mean [d], P [rank, d]) as float64 integers on the grid 2**-BASIS_BITS, from the model's input
+    embeddings (the engine's exact table): float64 covariance, symmetric eigendecomposition, directions by
+    decreasing variance, each scaled to its standard deviation and signed so that its largest entry is
+    positive, then rounded to the grid. The float64 steps may differ in their last bits between machines
+    (summation order, LAPACK); rounding to the grid removes that except within ~1e-9 of a grid midpoint,
+    and ``basis_digest`` (recorded in the file) tells a decoder whether its basis is the same.
+    Computed once per model (seconds) and kept by fingerprint."""
+    if lm.fingerprint not in _BASES:
+        table = lm.embedding_table()
+        vocab, d = table.shape
         total = torch.zeros(d, dtype=torch.float64)
         gram = torch.zeros((d, d), dtype=torch.float64)
-        with torch.no_grad():
-            for i in range(0, vocab, 8192):
-                rows = lm.embed(torch.arange(i, min(i + 8192, vocab), device=lm.device)).double().cpu()
-                total += rows.sum(dim=0)
-                gram += rows.T @ rows
+        for i in range(0, vocab, 8192):
+            rows = table[i : i + 8192].double().cpu()
+            total += rows.sum(dim=0)
+            gram += rows.T @ rows
         mean = total / vocab
         cov = gram / vocab - torch.outer(mean, mean)
         values, vectors = torch.linalg.eigh(cov)  # ascending
@@ -146,16 +151,17 @@ def embedding_basis(lm, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, vectors = values[order].clamp_min(0), vectors[:, order].T.contiguous()  # rows = directions
         biggest = vectors.abs().argmax(dim=1)
         signs = torch.sign(vectors.gather(1, biggest.unsqueeze(1)))
-        cache["full"] = (mean, vectors * signs * values.sqrt().unsqueeze(1))
-    mean, basis = cache["full"]
+        grid = float(1 << BASIS_BITS)
+        _BASES[lm.fingerprint] = (torch.round(mean * grid), torch.round(vectors * signs * values.sqrt().unsqueeze(1) * grid))
+    mean, basis = _BASES[lm.fingerprint]
     return mean, basis[:rank]
 
 
 def basis_digest(lm, rank: int) -> str:
-    """Short digest of the float32-rounded basis: lets a decoder say that its basis differs."""
+    """Short digest of the grid integers of the mean and the first ``rank`` directions."""
     mean, basis = embedding_basis(lm, rank)
-    h = hashlib.sha256(mean.float().numpy().tobytes())
-    h.update(basis.float().contiguous().numpy().tobytes())
+    h = hashlib.sha256(mean.to(torch.int64).numpy().tobytes())
+    h.update(basis.to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -168,9 +174,8 @@ class VectorCode:
         spec = self.spec
         self.size = spec.code_bytes(self.hidden)
         if spec.code == "compact":
-            mean, basis = embedding_basis(lm, spec.rank)
-            self.mean64, self.basis64 = mean, basis
-            self.basis32 = basis.float().to(lm.device)
+            self.mean_grid, self.basis_grid = embedding_basis(lm, spec.rank)
+            self.basis32 = (self.basis_grid / float(1 << BASIS_BITS)).float().to(lm.device)
 
     @property
     def dim(self) -> int:
@@ -185,7 +190,7 @@ class VectorCode:
     def initial(self) -> torch.Tensor:
         """Start point of every window: the mean input embedding (full) or zero (compact: e = mean)."""
         if self.spec.code == "full":
-            return self.lm.mean_embedding().clone()
+            return (self.lm.embedding_table().double().mean(dim=0)).float().to(self.lm.device)
         return torch.zeros(self.spec.rank, device=self.lm.device)
 
     def quantize(self, params: torch.Tensor) -> list[bytes]:
@@ -221,10 +226,13 @@ class VectorCode:
         raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(n, self.size)
         if self.spec.code == "full":
             return raw.contiguous().view(torch.bfloat16).float().to(self.lm.device)
-        scale = raw[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).double()
+        scale = raw[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).double().unsqueeze(1)
         q = raw[:, _SCALE_BYTES:].contiguous().view(torch.int8).double()
-        # float64, row by row: the result cannot depend on how many windows are rebuilt together
-        vectors = torch.stack([self.mean64 + (q[i] * scale[i]) @ self.basis64 for i in range(n)])
+        # exact: sum_k q_k P_k is a sum of integers below 2**53 in any order; then one rounding per
+        # operation, row by row: scale, move to the grid's unit (a power of two), add the mean
+        total = q @ self.basis_grid
+        unit = torch.tensor(1.0 / (1 << BASIS_BITS), dtype=torch.float64)
+        vectors = torch.add(torch.mul(self.mean_grid, unit), torch.mul(torch.mul(total, scale), unit))
         return vectors.float().to(self.lm.device)
 
     def train_view(self, params: torch.Tensor) -> torch.Tensor:

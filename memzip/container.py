@@ -20,27 +20,24 @@ from .errors import ContainerError
 from .rankcoder import decode_ranks, encode_ranks
 
 MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 7
-# segment kinds: a window of tokens, a span of raw bytes, decoding rows that regenerate nothing
-KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER = 0, 1, 2
-KINDS = (KIND_WINDOW, KIND_RAW, KIND_PLACEHOLDER)
+FORMAT_VERSION = 8
+# segment kinds: a window of tokens, a span of raw bytes
+KIND_WINDOW, KIND_RAW = 0, 1
+KINDS = (KIND_WINDOW, KIND_RAW)
 ZSTD_LEVEL = 19
 
 # Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
 # the decoder allocates is then bounded by the real size of the file: every window costs a stored
 # code, and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
 MAX_HEADER_BYTES = 1 << 16  # of JSON, once unpacked; a real header is well under 1 KB
-MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens); bounds the decoder's KV cache per row
-MAX_DECODE_BATCH = 256  # rows decoded together
-MAX_TOKENS_IN_FLIGHT = 16384  # decode_batch x window: bounds the KV cache of one decode batch
-MAX_THREADS = 1024  # CPU threads a replay runs with (the compressor's count, recorded)
+MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens to hundreds); bounds the KV cache per row
 ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
-ENVIRONMENT_KEYS = ("torch", "transformers", "model_dtype", "attn_implementation", "device", "cpu_capability")
+MAX_ENGINE_NAME = 64
 
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "99a9cbb0b6f28e8da5bb48177a1844b3f97093f098b8e28acc9843dd2a2f9271"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "939e2d4a6b4e98b66a87eb808dd4ee444a8ae8bc502dfbe013feef86f1ba19ae"  # pinned by the format
 
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 TRAILER_LEN = 8  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
@@ -53,21 +50,19 @@ HEADER_KEYS = {
     "prefix_id": int,
     "hidden_size": int,
     "window": int,
-    "decode_batch": int,
-    "threads": int,
+    "engine": str,
     "vectors": dict,
     "original_size": int,
     "original_sha256": str,
     "settings": dict,
     "stats": dict,
-    "environment": dict,
 }
 
 
 @dataclass
 class Container:
     header: dict
-    # in file order: (KIND_WINDOW, n_tokens), (KIND_RAW, n_bytes) or (KIND_PLACEHOLDER, n_rows)
+    # in file order: (KIND_WINDOW, n_tokens) or (KIND_RAW, n_bytes)
     segments: list[tuple[int, int]]
     codes: bytes  # stored vector codes, one fixed-size record per window, in window order
     fallback: bytes  # raw spans concatenated, uncompressed
@@ -81,16 +76,6 @@ class Container:
     @property
     def window_lengths(self) -> list[int]:
         return [n for kind, n in self.segments if kind == KIND_WINDOW]
-
-    @property
-    def row_lengths(self) -> list[int]:
-        """The decoding rows in order: a window's token count, or 0 for a placeholder row (decoded
-        alongside the windows so that their batches have the rows they were proven with; its
-        tokens are not read)."""
-        rows: list[int] = []
-        for kind, n in self.segments:
-            rows += [n] if kind == KIND_WINDOW else [0] * n if kind == KIND_PLACEHOLDER else []
-        return rows
 
     def window_ranks(self) -> list[list[int]]:
         """``ranks`` split per window."""
@@ -116,19 +101,16 @@ def _validate_header(header: dict) -> None:
     for key in ("prefix_id", "original_size"):
         if header[key] < 0:
             raise ContainerError(f"header field {key!r} is negative")
-    for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS), ("decode_batch", MAX_DECODE_BATCH),
-                         ("threads", MAX_THREADS)):
+    for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS)):
         if not 1 <= header[key] <= ceiling:
             raise ContainerError(f"header field {key!r} is out of range (1..{ceiling})")
     try:
         spec_from_header(header["vectors"], header["hidden_size"])
     except ValueError as exc:
         raise ContainerError(f"header field 'vectors': {exc}") from None
-    if header["decode_batch"] * header["window"] > MAX_TOKENS_IN_FLIGHT:
-        raise ContainerError(f"decode_batch x window exceeds {MAX_TOKENS_IN_FLIGHT} tokens")
-    env = header["environment"]
-    if set(env) != set(ENVIRONMENT_KEYS) or not all(isinstance(v, str) for v in env.values()):
-        raise ContainerError(f"header field 'environment' must hold exactly the strings {list(ENVIRONMENT_KEYS)}")
+    engine = header["engine"]
+    if not 0 < len(engine) <= MAX_ENGINE_NAME or not all(c.isalnum() or c in "-._" for c in engine):
+        raise ContainerError("header field 'engine' is not an engine version name")
     for key in ("model_fingerprint", "original_sha256"):
         value = header[key]
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
@@ -159,8 +141,8 @@ def write(container: Container) -> bytes:
 
 
 def pack_segments(segments) -> bytes:
-    """The segment table: one varint ``length * 4 + kind`` per entry."""
-    return b"".join(varint(length * 4 + kind) for kind, length in segments)
+    """The segment table: one varint ``length * 2 + kind`` per entry."""
+    return b"".join(varint(length * 2 + kind) for kind, length in segments)
 
 
 def seal(body: bytes) -> bytes:
@@ -235,14 +217,12 @@ def read(blob: bytes) -> Container:
     table, packed_codes, packed_ranks, packed = (r.section(what) for what in SECTIONS)
     if r.pos != len(body):
         raise ContainerError("unexpected bytes after the last section")
-    segments = _parse_segments(table, header["window"], header["vectors"].get("code") == "none")
+    segments = _parse_segments(table, header["window"])
     window_lengths = [length for kind, length in segments if kind == KIND_WINDOW]
     n_windows, tokens = len(window_lengths), sum(window_lengths)
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
         raise ContainerError("raw spans are larger than the original file")
-    if sum(length for kind, length in segments if kind == KIND_PLACEHOLDER) > raw_total:
-        raise ContainerError("more placeholder rows than raw bytes (each stands for a window stored raw)")
     if tokens > header["original_size"] - raw_total:  # every window token stands for at least one byte
         raise ContainerError("windows hold more tokens than the original file has bytes")
     codes = _parse_codes(packed_codes, header, n_windows)
@@ -281,13 +261,11 @@ def unpack_header(packed: bytes):
         raise ContainerError(f"header is not valid JSON ({type(exc).__name__})") from None
 
 
-def _parse_segments(table: bytes, window: int, placeholders_allowed: bool) -> list[tuple[int, int]]:
+def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
     r, segments = _Reader(table), []
     while r.pos < len(table):
         value = r.varint("segment entry")
-        kind, length = value & 3, value >> 2
-        if kind not in KINDS or (kind == KIND_PLACEHOLDER and not placeholders_allowed):
-            raise ContainerError(f"segment kind {kind} is not allowed here")
+        kind, length = value & 1, value >> 1
         if length == 0 or (kind == KIND_WINDOW and length > window):
             raise ContainerError(f"segment length {length} is out of range")
         segments.append((kind, length))

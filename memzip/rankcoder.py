@@ -9,9 +9,6 @@ the model's probabilities, whose exact float values would have to match bit for 
   coded with adaptive frequencies over ``BUCKETS`` symbols (all 1 at the start; the coded bucket gains
   ``INCREMENT``; when the total exceeds ``MAX_TOTAL`` every frequency becomes ``(f + 1) // 2``);
 * then the ``b`` low bits of ``r + 1`` (most significant first), each coded as an even binary choice.
-* A token may instead be given by its id: the symbol ``ESCAPE`` (after the buckets, same adaptive
-  frequencies) and ``TOKEN_BITS`` bits of the id. The compressor does this where the token's logit is
-  within the rank margin of another one, so that its rank could change under tiny numeric differences.
 
 The arithmetic coder is the classic 32-bit integer coder with pending bits (Witten, Neal & Cleary 1987);
 the exact arithmetic is in docs/FORMAT.md. Readers are strict: a stream must be exactly what the encoder
@@ -24,9 +21,7 @@ import math
 
 BUCKETS = 20  # ranks 0 .. 2**20 - 2: more than any vocabulary memzip loads
 MAX_RANK = (1 << BUCKETS) - 2
-ESCAPE = BUCKETS  # the symbol after the last bucket: an explicit token id follows
-TOKEN_BITS = 20  # an explicit token id: 0 .. 2**20 - 1
-SYMBOLS = BUCKETS + 1
+SYMBOLS = BUCKETS
 INCREMENT = 32
 MAX_TOTAL = 1 << 16
 
@@ -139,20 +134,14 @@ class _Decoder(_Interval):
         self.value = 2 * (self.value - offset) + self._bit()
 
 
-def explicit(token: int) -> int:
-    """The stream entry for a token given by its id rather than its rank (a negative number)."""
-    return -1 - token
-
-
 def encode_ranks(ranks) -> bytes:
-    """The coded stream for ``ranks`` (empty bytes for no ranks). An entry is a rank (>= 0) or an
-    explicit token id, written ``explicit(id)`` (< 0)."""
+    """The coded stream for ``ranks`` (empty bytes for no ranks)."""
     ranks = list(ranks)
     if not ranks:
         return b""
     enc, model = _Encoder(), _Frequencies()
     for r in ranks:
-        if not -(1 << TOKEN_BITS) <= r <= MAX_RANK:
+        if not 0 <= r <= MAX_RANK:
             raise ValueError(f"rank {r} out of range")
         symbol, bits, value = _split(r)
         enc.narrow(*model.interval(symbol))
@@ -164,10 +153,7 @@ def encode_ranks(ranks) -> bytes:
 
 
 def _split(entry: int) -> tuple[int, int, int]:
-    """(symbol, number of raw bits, their value) for a stream entry: an explicit id is ESCAPE and the
-    id; a rank is its bucket and the low bits of rank + 1."""
-    if entry < 0:
-        return ESCAPE, TOKEN_BITS, -1 - entry
+    """(bucket, number of raw bits, their value) for a rank: its bucket and the low bits of rank + 1."""
     bucket = (entry + 1).bit_length() - 1
     return bucket, bucket, (entry + 1) - (1 << bucket)
 
@@ -186,11 +172,11 @@ def decode_ranks(data: bytes, count: int) -> list[int]:
         dec.narrow(*model.interval(symbol))
         model.update(symbol)
         value = 0
-        for _ in range(TOKEN_BITS if symbol == ESCAPE else symbol):
+        for _ in range(symbol):
             bit = dec.target(2)
             dec.narrow(bit, bit + 1, 2)
             value = 2 * value + bit
-        ranks.append(explicit(value) if symbol == ESCAPE else (1 << symbol) + value - 1)
+        ranks.append((1 << symbol) + value - 1)
     if encode_ranks(ranks) != data:
         raise ValueError("rank stream is not in canonical form (corrupt or padded)")
     return ranks
@@ -205,5 +191,5 @@ def window_costs(rows) -> list[float]:
         for symbol in row:
             counts[symbol] += 1
     total = sum(counts)
-    cost = [math.log2(total / c) + (TOKEN_BITS if s == ESCAPE else s) for s, c in enumerate(counts)]
+    cost = [math.log2(total / c) + s for s, c in enumerate(counts)]
     return [sum(cost[symbol] for symbol in row) / 8 for row in symbols]

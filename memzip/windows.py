@@ -1,14 +1,17 @@
-"""Splitting input bytes into segments: token windows (to be memorized) and raw spans (fallback).
+"""Splitting input bytes into segments: token windows (stored by the model) and raw spans (fallback).
 
 The segments partition the input exactly: concatenating every segment's ``data`` gives the input
-back. A span becomes a window only if detokenizing its tokens gives back exactly its bytes, so any
-byte sequence round-trips: invalid UTF-8 runs and spans the tokenizer cannot reproduce are raw.
+back. A span becomes a window only if its tokens' bytes (the model's detokenizer table, which the
+decoder uses) give back exactly its bytes, so any byte sequence round-trips: invalid UTF-8 runs and
+spans the tokenizer cannot reproduce are raw.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from .engine.tokens import detokenize
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,6 @@ class Segment:
     @property
     def is_window(self) -> bool:
         return self.tokens is not None
-
-
-def detokenize(tokenizer, ids) -> bytes:
-    """The bytes a token sequence stands for: used by the compressor's checks and by the decoder."""
-    text = tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    return text.encode("utf-8")
 
 
 _ESCAPED = re.compile("[\udc80-\udcff]+")  # where surrogateescape put bytes that are not UTF-8
@@ -45,7 +42,7 @@ def split_utf8(data: bytes) -> list[tuple[bool, bytes]]:
     return runs
 
 
-def _text_windows(text: str, tokenizer, window: int) -> list[Segment]:
+def _text_windows(text: str, tokenizer, token_bytes: list[bytes], window: int) -> list[Segment]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     raw = text.encode("utf-8")
@@ -59,20 +56,21 @@ def _text_windows(text: str, tokenizer, window: int) -> list[Segment]:
         span = text[a:b].encode("utf-8")
         tokens = tuple(ids[k * window : (k + 1) * window])
         # a token stands for at least one byte (the reader bounds the work of decoding by it)
-        if span and len(tokens) <= len(span) and detokenize(tokenizer, tokens) == span:
+        if span and len(tokens) <= len(span) and detokenize(token_bytes, tokens) == span:
             segments.append(Segment(span, tokens))
         elif span:
             segments.append(Segment(span))
     return segments
 
 
-def segment(data: bytes, tokenizer, window: int) -> list[Segment]:
-    """Partition ``data`` into windows of at most ``window`` tokens and raw spans (adjacent raws merged)."""
+def segment(data: bytes, tokenizer, token_bytes: list[bytes], window: int) -> list[Segment]:
+    """Partition ``data`` into windows of at most ``window`` tokens (``tokenizer`` splits the text,
+    ``token_bytes`` must give every window's bytes back) and raw spans (adjacent raws merged)."""
     if window < 1:
         raise ValueError("window must be at least 1 token")
     out: list[Segment] = []
     for is_text, run in split_utf8(data):
-        pieces = _text_windows(run.decode("utf-8"), tokenizer, window) if is_text else [Segment(run)]
+        pieces = _text_windows(run.decode("utf-8"), tokenizer, token_bytes, window) if is_text else [Segment(run)]
         for piece in pieces:
             if not piece.is_window and out and not out[-1].is_window:
                 out[-1] = Segment(out[-1].data + piece.data)
