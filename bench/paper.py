@@ -35,7 +35,7 @@ def reproduce(lm, model_name: str, text: str, size: int, settings: OptimizerSett
     code = VectorCode(VectorSpec("full"), lm)
 
     def verify(codes, tokens):
-        return reproduces(lm, code.rebuild(codes), tokens, settings.margin, 64)
+        return reproduces(lm, code.rebuild(codes), tokens, settings.margin)
 
     total_steps = [0]
     t0 = time.perf_counter()

@@ -41,10 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
         sp.add_argument("--model", metavar="PATH|ID", help="model directory or ID (default: packaged SmolLM2-135M-Instruct)")
         sp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        sp.add_argument("-T", "--threads", type=int, default=None,
+                        help="CPU threads (default: the cores here); only speed depends on it, never a bit of the "
+                        "output: the exact engine computes the same logits with any count")
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_RANK_MARGIN, DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
+    from .codec import DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
     from .codes import CODES, VectorSpec
     from .optimizer import PRECISIONS, OptimizerSettings
 
@@ -66,25 +69,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="smaller: store a window by the model (ranks or a vector) only where that is expected to be "
                    "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
                    "(the paper's setting with vectors; expands text) (default smaller)")
-    c.add_argument("--rank-margin", type=float, default=DEFAULT_RANK_MARGIN,
-                   help="predicted windows: store a token by its id where another token's logit is within this "
-                   "of its own, so that decoding tolerates numeric differences below half of it (another CPU or "
-                   f"library); 0 = ranks only, smallest files (default {DEFAULT_RANK_MARGIN})")
+    c.add_argument("--verify", action="store_true",
+                   help="decode the finished file as memzip x will before writing it (takes as long as memzip x; "
+                   "the engine already makes compression's ranks exactly those decompression follows)")
     c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
     c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
     c.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="arithmetic of the optimizer's passes: bf16 autocast is faster where the device has native "
-                   "bf16; auto picks it there (verification always replays in float32) (default auto)")
+                   help="arithmetic of the optimizer's passes (memory vectors): bf16 autocast is faster where the "
+                   "device has native bf16; auto picks it there (vectors are accepted only by the exact engine's "
+                   "replay) (default auto)")
     c.add_argument("--margin", type=float, default=d.margin,
-                   help=f"required lead of each replayed token's logit over the runner-up (default {d.margin})")
-    c.add_argument("--threads", type=int, default=None,
-                   help="CPU threads; recorded in the file, and decompression replays with the same count, because "
-                   "the model's arithmetic depends on it (more threads than a machine's cores still decode, "
-                   "slower) (default: torch's, i.e. the cores here)")
+                   help=f"memory vectors: required lead of each replayed token's logit over the runner-up (default {d.margin})")
 
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
-    x.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)  # refused with a reason, below
 
     i = sub.add_parser("info", help="describe .mz files")
     i.add_argument("files", nargs="+", metavar="FILE")
@@ -178,10 +176,9 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 def _settings(args):
     from .codec import CompressSettings
     from .codes import MAX_BITS, MIN_BITS, VectorSpec
-    from .container import MAX_THREADS
     from .optimizer import OptimizerSettings
 
-    for name in ("window", "steps", "batch", "rank", "threads"):
+    for name in ("window", "steps", "batch", "rank"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     if not MIN_BITS <= args.bits <= MAX_BITS:
@@ -190,12 +187,7 @@ def _settings(args):
         raise UsageError("--lr must be positive and --margin non-negative")
     opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
     spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
-    if not args.rank_margin >= 0:
-        raise UsageError("--rank-margin must be non-negative")
-    if args.threads is not None and args.threads > MAX_THREADS:
-        raise UsageError(f"--threads must be at most {MAX_THREADS}")
-    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store,
-                            rank_margin=args.rank_margin, threads=args.threads)
+    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, verify=args.verify)
 
 
 def _human(n: float) -> str:
@@ -233,8 +225,7 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
         out = codec.compress(data, lm_cache["lm"], _settings(args), progress, report, journal_path=journal)
     else:
-        warn = (lambda text: None) if args.quiet else (lambda text: say(f"memzip: warning: {text}"))
-        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress, warn=warn)
+        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress)
     elapsed = time.monotonic() - started
     if target is None:
         sys.stdout.buffer.write(out)
@@ -274,6 +265,7 @@ def _info(path: str) -> None:
         f"format:          version {container.FORMAT_VERSION}, written by memzip {h['memzip_version']}",
         f"model:           {h['model_id']}",
         f"fingerprint:     {h['model_fingerprint']}",
+        f"engine:          {h['engine']} (memzip's exact engine: the same logits on every machine)",
         f"original:        {h['original_size']} bytes (sha256 {h['original_sha256'][:16]}...)",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
@@ -283,15 +275,11 @@ def _info(path: str) -> None:
         f"tried: expected larger than zstd)",
         f"raw bytes:       {raw_bytes} in {sum(k == container.KIND_RAW for k, _ in c.segments)} spans "
         f"(zstd: {c.sizes['fallback']} B)",
-        f"decoding rows:   {len(c.row_lengths)} in batches of {h['decode_batch']} "
-        f"({len(c.row_lengths) - c.window_count} placeholder rows: windows stored raw, decoded to keep the batches)",
-        f"replay threads:  {h['threads']} (decompression uses the same count)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
                                if st.get("steps_median") is not None else "none (no window is stored as a vector)"),
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
-        f"settings:        " + ", ".join([f"{k}={v}" for k, v in h["settings"].items()] + [f"decode_batch={h['decode_batch']}"]),
-        f"written with:    " + ", ".join(f"{k} {v}" for k, v in h["environment"].items()),
+        f"settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
     ]
     print("\n".join(lines))
 
@@ -311,6 +299,9 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # torch's OpenMP threads otherwise spin between parallel regions, burning cores that a busy machine
+    # needs (measured with the float replay: 6x less wall time with PASSIVE on a loaded machine)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -320,9 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.output and len(args.files) > 1:
             raise UsageError("-o takes a single input file")
-        if args.command == "x" and args.threads is not None:
-            raise UsageError("memzip x replays with the thread count each file records (see memzip info); "
-                             "--threads applies to compression")
+        if args.threads is not None:
+            if args.threads < 1:
+                raise UsageError("--threads must be at least 1")
+            import torch
+
+            torch.set_num_threads(args.threads)
         progress, say = _rich_progress(args.quiet)
         lm_cache: dict = {}
         for path in args.files:

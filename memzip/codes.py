@@ -190,7 +190,7 @@ class VectorCode:
     def initial(self) -> torch.Tensor:
         """Start point of every window: the mean input embedding (full) or zero (compact: e = mean)."""
         if self.spec.code == "full":
-            return (self.lm.embedding_table().double().mean(dim=0)).float().to(self.lm.device)
+            return self.lm.mean_embedding()
         return torch.zeros(self.spec.rank, device=self.lm.device)
 
     def quantize(self, params: torch.Tensor) -> list[bytes]:
@@ -226,7 +226,7 @@ class VectorCode:
         raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(n, self.size)
         if self.spec.code == "full":
             return raw.contiguous().view(torch.bfloat16).float().to(self.lm.device)
-        scale = raw[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).double().unsqueeze(1)
+        scale = raw[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).double()  # [n, 1]
         q = raw[:, _SCALE_BYTES:].contiguous().view(torch.int8).double()
         # exact: sum_k q_k P_k is a sum of integers below 2**53 in any order; then one rounding per
         # operation, row by row: scale, move to the grid's unit (a power of two), add the mean

@@ -18,10 +18,14 @@ not part of the file format.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-MAX_ROWS = 64  # decoding rows stepped together
-PREFILL_POSITIONS = 4096  # positions evaluated by one prefill (rows x longest window)
+# How many rows are evaluated together: speed and memory only, never a bit of the result. The
+# environment variables exist to demonstrate that (bench.portability decodes with other values).
+MAX_ROWS = int(os.environ.get("MEMZIP_DECODE_ROWS") or 64)  # decoding rows stepped together
+PREFILL_POSITIONS = int(os.environ.get("MEMZIP_PREFILL_POSITIONS") or 4096)  # positions per all-at-once evaluation
 
 
 def _offset(vectors) -> int:

@@ -83,11 +83,12 @@ class LanguageModel:
 
     model_id: str
     engine: Engine
-    tokenizer: object  # transformers PreTrainedTokenizerFast (tokenizing only; decoding uses token_bytes)
+    tokenizer_loader: Callable[[], object]  # transformers fast tokenizer, loaded on first use (compression)
     prefix_id: int
-    token_bytes: list  # the bytes each token id stands for
+    token_bytes: list = field(repr=False)  # the bytes each token id stands for (decoding needs only this)
     float_loader: Callable[[], object] | None = None
     _float_model: object = field(default=None, repr=False)
+    _tokenizer: object = field(default=None, repr=False)
 
     @classmethod
     def from_hf(cls, model_id: str, model, tokenizer, prefix_id: int, device=None) -> "LanguageModel":
@@ -103,11 +104,18 @@ class LanguageModel:
         weights.fingerprint = engine_weights.fingerprint(weights, table)
         model.eval()
         model.requires_grad_(False)
-        return cls(model_id, Engine(weights, device or "cpu"), tokenizer, prefix_id, table, None, model)
+        return cls(model_id, Engine(weights, device or "cpu"), lambda: tokenizer, prefix_id, table, None, model)
 
     @property
     def fingerprint(self) -> str:
         return self.engine.fingerprint
+
+    @property
+    def tokenizer(self):
+        """The tokenizer that splits text into tokens (compression only; loaded on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = self.tokenizer_loader()
+        return self._tokenizer
 
     @property
     def model(self):
@@ -144,6 +152,10 @@ class LanguageModel:
     def embedding_table(self):
         """Every token's input embedding, float32 [vocab, hidden], exactly as the engine has it."""
         return self.engine.weights.embed
+
+    def mean_embedding(self):
+        """The mean input embedding over the vocabulary (float32, on the model's device)."""
+        return self.embedding_table().double().mean(dim=0).float().to(self.device)
 
 
 def default_device() -> str:
@@ -250,29 +262,46 @@ def resolve_model_id(spec: str | None) -> str:
     return spec
 
 
-def load_model(spec: str | None = None, device: str | None = None, progress=print) -> LanguageModel:
-    """Load a packaged model, a local directory, or (where reachable) a hub id."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _quiet_transformers() -> None:
+    """No progress bars or library chatter from transformers on the user's terminal."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+
+
+def load_model(spec: str | None = None, device: str | None = None, progress=print) -> LanguageModel:
+    """Load a packaged model (its exact engine; the tokenizer and float model only when first used), a
+    local directory, or (where reachable) a hub id."""
+
     model_id = resolve_model_id(spec)
     device = device or default_device()
     if model_id in PACKAGED_MODELS:
         weights, table = packaged_engine(model_id, progress)
-        try:
-            tok = AutoTokenizer.from_pretrained(packaged_tokenizer_dir(model_id, progress))
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"cannot load the tokenizer of '{model_id}': {exc}") from None
+
+        def tokenizer():
+            _quiet_transformers()
+            from transformers import AutoTokenizer
+
+            try:
+                return AutoTokenizer.from_pretrained(packaged_tokenizer_dir(model_id, progress))
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"cannot load the tokenizer of '{model_id}': {exc}") from None
 
         def float_model():
+            _quiet_transformers()
+            import torch
+            from transformers import AutoModelForCausalLM
+
             source = packaged_float_dir(model_id, progress)
             return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
 
-        prefix = choose_prefix_id(tok, PACKAGED_MODELS[model_id].prefix_token)
-        return LanguageModel(model_id, Engine(weights, device), tok, prefix, table, float_model)
+        prefix = table.index(PACKAGED_MODELS[model_id].prefix_token.encode())
+        return LanguageModel(model_id, Engine(weights, device, _kernels()), tokenizer, prefix, table, float_model)
+    _quiet_transformers()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     looks_like_path = os.path.isabs(model_id) or model_id.startswith((".", "~")) or model_id.count("/") > 1
     if looks_like_path and not os.path.isdir(model_id):
         raise ModelLoadError(f"model directory not found: {model_id}")
@@ -282,7 +311,18 @@ def load_model(spec: str | None = None, device: str | None = None, progress=prin
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model '{model_id}': {first}") from None
-    return LanguageModel.from_hf(model_id, model.to(device), tok, choose_prefix_id(tok), device)
+    lm = LanguageModel.from_hf(model_id, model.to(device), tok, choose_prefix_id(tok), device)
+    lm.engine = Engine(lm.engine.weights, device, _kernels())
+    return lm
+
+
+def _kernels() -> str:
+    """Which implementation of the engine's elementwise work to use: MEMZIP_KERNELS=c|torch|auto (the
+    results are the same bits; "auto", the default, takes the C kernels where they were built)."""
+    choice = os.environ.get("MEMZIP_KERNELS") or "auto"
+    if choice not in ("auto", "c", "torch"):
+        raise ModelLoadError(f"MEMZIP_KERNELS must be auto, c or torch, not {choice!r}")
+    return choice
 
 
 def choose_prefix_id(tokenizer, preferred: str | None = None) -> int:

@@ -50,38 +50,22 @@ def test_variant_parsing():
 
 def test_reproducibility_measurement_on_the_tiny_model(lm):
     from bench import reproducibility
-    from memzip import CompressSettings, OptimizerSettings, compress, container
 
     from tiny import TRAINING_TEXT
 
-    settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8, margin=0.0), store="always", vectors=VectorSpec("compact"))
-    c = container.read(compress(TRAINING_TEXT[:60].encode(), lm, settings))
-    result = reproducibility.measure(lm, c, [1, 2, 5], [1, 2], say=lambda _t: None)
-    assert len(result["runs"]) == 6 and result["windows"] == c.window_count
-    assert result["windows_differing_any_run"] == 0
-    assert 0 <= result["max_margin_diff_any_run"] < 1e-3
-    assert result["teacher_forced_vs_replay_max_margin_diff"] < 1e-2
-    assert result["smallest_replay_margin"] >= 0.0
-
-
-def test_rank_margin_tool_matches_the_compressor(lm):
-    from bench.rank_margin import ranks_and_gaps
-    from memzip.decoder import rank_tokens
-    from tiny import TRAINING_TEXT
-
-    ids = lm.tokenizer(TRAINING_TEXT[:120], add_special_tokens=False)["input_ids"]
-    windows = [ids[i : i + 10] for i in range(0, len(ids), 10)]
-    entries = ranks_and_gaps(lm, windows)
-    for margin in (0.0, 0.5):
-        stored, _ = rank_tokens(lm, None, windows, 64, lm.prefix_id, rank_margin=margin)
-        expected = [-1 - t if g < margin else r for r, g, t in entries]
-        assert [e for row in stored for e in row] == expected
+    ids = lm.tokenizer(TRAINING_TEXT[:150], add_special_tokens=False)["input_ids"]
+    windows = [ids[i : i + 9] for i in range(0, len(ids), 9)]
+    result = reproducibility.measure(lm, windows, [1, 4], [1, 2], say=lambda _t: None)
+    assert len(result["runs"]) == 2 * 2 * 3 and result["windows"] == len(windows)
+    assert result["positions"] == sum(len(w) for w in windows)
+    assert result["positions_differing_any_run"] == 0
 
 
 def test_ceiling_times_the_decoding_step(lm):
-    from bench.ceiling import step_seconds
+    from bench.ceiling import float_step_seconds, step_seconds
 
     assert 0 < step_seconds(lm, rows=3, context=2, timed=2) < 10
+    assert 0 < float_step_seconds(lm, rows=3, context=2, timed=2) < 10
 
 
 def test_revisions_table_reports_medians_per_file_and_revision():
@@ -95,22 +79,40 @@ def test_revisions_table_reports_medians_per_file_and_revision():
     assert lines[3] == "| a.txt | 1,000 | newnewnewn | 400 | 0.400 | 400 | 1000 | 2 |"
 
 
-def test_kernels_tool_decodes_in_other_environments(tiny_model_dir, tmp_path, monkeypatch):
+def test_portability_tool_fills_the_matrix(tiny_model_dir, tmp_path, monkeypatch):
     import subprocess
 
-    from bench import kernels
+    from bench import portability
 
     text = tmp_path / "t.txt"
     text.write_bytes(b"The quick brown fox jumps over the lazy dog, twice.")
-    (row,) = kernels.measure([str(text)], [1e-4], ["ATEN_CPU_CAPABILITY=avx2"], str(tiny_model_dir), say=lambda _: None)
-    assert row["decoded"] == "exact" and row["bytes"] == 51 and row["compressed"] > 0 and row["margin"] == 1e-4
-    real = kernels._memzip  # a decoder that refuses the file is reported with its error line
+    monkeypatch.setattr(portability, "LEVELS", {"avx2": portability.LEVELS["avx2"]})
+    result = portability.measure([str(text)], {}, str(tiny_model_dir), say=lambda _: None)
+    (row,) = result["rows"]
+    assert row["bytes"] == 51 and row["compressed"] > 0
+    assert set(row["cells"]) == set(result["environments"]) and len(result["environments"]) == 3 + 3 + 1
+    assert all(cell == "exact" for cell in row["cells"].values()), row["cells"]
+    assert "7 of 7 cells exact" in portability.table(result)
+    real = portability._memzip  # a decoder that refuses the file is reported with its error line
 
-    def refusing(args, env_settings=""):
+    def refusing(python, args, env):
         if args[0] == "x":
             return subprocess.CompletedProcess(args, 1, "", "memzip: decoded data does not match the original checksum\n")
-        return real(args, env_settings)
+        return real(python, args, env)
 
-    monkeypatch.setattr(kernels, "_memzip", refusing)
-    (row,) = kernels.measure([str(text)], [0.0], ["ATEN_CPU_CAPABILITY=avx2"], str(tiny_model_dir), say=lambda _: None)
-    assert row["decoded"] == "memzip: decoded data does not match the original checksum"
+    monkeypatch.setattr(portability, "_memzip", refusing)
+    (row,) = portability.measure([str(text)], {}, str(tiny_model_dir), say=lambda _: None)["rows"]
+    assert set(row["cells"].values()) == {"refused: memzip: decoded data does not match the original checksum"}
+
+
+def test_quality_tool_compares_engine_and_float_model(lm, tmp_path):
+    from bench import quality
+
+    from tiny import TRAINING_TEXT
+
+    text = tmp_path / "t.txt"
+    text.write_bytes(TRAINING_TEXT.encode()[:400])
+    (row,) = quality.measure(lm, [str(text)], 64, say=lambda _t: None)
+    assert row["bytes"] == 400 and row["engine_bits_per_byte"] > 0 and row["float32_bits_per_byte"] > 0
+    assert abs(row["engine_excess_percent"]) < 10  # the tiny model's quantization costs little
+    assert "| t.txt | 400 | 64 |" in quality.table([row])

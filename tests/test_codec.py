@@ -11,8 +11,9 @@ from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
 from memzip.container import KIND_WINDOW
 from memzip.errors import IntegrityError, ModelLoadError, ModelMismatchError
-from memzip.model import fingerprint
-from tiny import tiny_lm
+from memzip.engine import ENGINE_VERSION
+from memzip.model import LanguageModel
+from tiny import TRAINING_TEXT, tiny_lm, tiny_tokenizer
 
 # Settings under which the tiny random model memorizes some short windows (and quickly gives up on others).
 QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), store="always", vectors=VectorSpec("compact"))
@@ -66,11 +67,12 @@ def test_long_input_round_trips(lm):
 def test_different_weights_are_refused_before_decoding(lm):
     blob = compress(b"The quick brown fox jumps.", lm, QUICK)
     assert container.read(blob).window_count >= 1
-    other = tiny_lm()  # same name, same architecture; one weight changed in its last bit
+    model = tiny_lm().model  # same name, same architecture; one weight changed in its last bit
     with torch.no_grad():
-        w = other.model.model.norm.weight
+        w = model.model.norm.weight
         w[0] = torch.nextafter(w[0], torch.tensor(float("inf")))
-    other.fingerprint = fingerprint(other.model, other.tokenizer)
+    other = LanguageModel.from_hf("tiny-test-model", model, tiny_tokenizer(), 0)
+    assert other.fingerprint != lm.fingerprint
     with pytest.raises(ModelMismatchError, match="tiny-test-model"):
         decompress(blob, other)
 
@@ -124,29 +126,31 @@ def test_window_lengths_are_stored(lm):
     assert lengths and all(1 <= n <= QUICK.window for n in lengths)
 
 
-def test_window_that_fails_the_final_replay_is_demoted_to_raw(lm, monkeypatch):
-    """A window that passed its own verification but decodes differently in the container's replay
-    (e.g. other batching numerics) must end up raw, and the file must still round-trip."""
+def test_verify_decodes_the_finished_file_and_refuses_a_wrong_one(lm, monkeypatch):
+    """CompressSettings(verify=True) decodes the container as decompress does before returning it."""
     import memzip.codec as codec
 
-    real = codec.greedy_decode
-    corrupted = []
+    data = TRAINING_TEXT[:120].encode()
+    calls = []
+    real = codec.decode_windows
 
-    def flaky(lm_, vectors, lengths, batch_size, prefix_id, ranks=None, on_step=None):
-        out = real(lm_, vectors, lengths, batch_size, prefix_id, ranks, on_step)
-        if on_step is not None and not corrupted:  # only the container replay passes on_step
-            out[0] = [(out[0][0] + 1) % len(lm_.tokenizer)] + out[0][1:]
-            corrupted.append(True)
+    def counted(*args, **kwargs):
+        calls.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "decode_windows", counted)
+    assert decompress(compress(data, lm, CompressSettings(window=8, verify=True)), lm) == data
+    assert len(calls) == 2  # once inside compress, once here
+
+    def wrong(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out[0] = [(out[0][0] + 1) % lm.vocab_size] + out[0][1:]
         return out
 
-    monkeypatch.setattr(codec, "greedy_decode", flaky)
-    data = b"The quick brown fox jumps over the lazy dog."
-    report = []
-    blob = compress(data, lm, QUICK, report=report)
-    assert corrupted and report[0].demoted_by_final_check == 1
-    assert container.read(blob).window_count == report[0].vectors
-    monkeypatch.setattr(codec, "greedy_decode", real)
-    assert decompress(blob, lm) == data
+    monkeypatch.setattr(codec, "decode_windows", wrong)
+    with pytest.raises(IntegrityError):
+        compress(data, lm, CompressSettings(window=8, verify=True))
+    compress(data, lm, CompressSettings(window=8))  # without verify, no decoding at all
 
 
 def test_another_model_is_refused_and_the_message_names_the_needed_one(lm):
@@ -157,6 +161,10 @@ def test_another_model_is_refused_and_the_message_names_the_needed_one(lm):
         decompress(blob, other)
 
 
-def test_environment_is_recorded(lm):
-    env = container.read(compress(b"The quick brown fox.", lm, QUICK)).header["environment"]
-    assert env == lm.environment() and env["model_dtype"] == "float32" and env["device"] == "cpu"
+def test_engine_version_is_recorded_and_another_one_is_refused(lm):
+    blob = compress(b"The quick brown fox.", lm, CompressSettings(window=8, store="always"))
+    c = container.read(blob)
+    assert c.header["engine"] == ENGINE_VERSION and c.window_count >= 1
+    assert "environment" not in c.header and "threads" not in c.header and "decode_batch" not in c.header
+    with pytest.raises(ModelMismatchError, match="engine 'exact-0'"):
+        decompress(_tampered(blob, lambda c: c.header.update(engine="exact-0")), lm)

@@ -5,7 +5,7 @@ import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
 from memzip.codec import worth_storing
-from memzip.codes import VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, spec_from_header
+from memzip.codes import BASIS_BITS, VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, spec_from_header
 from memzip.windows import Segment
 from tiny import TRAINING_TEXT
 
@@ -52,15 +52,19 @@ def test_gradient_passes_straight_through_the_rounding(lm):
 
 
 def test_basis_is_orthogonal_ordered_by_variance_and_sign_fixed(lm):
-    mean, basis = embedding_basis(lm, lm.hidden_size)
+    grid = float(1 << BASIS_BITS)
+    mean_grid, basis_grid = embedding_basis(lm, lm.hidden_size)
+    assert torch.equal(mean_grid, mean_grid.round()) and torch.equal(basis_grid, basis_grid.round())  # integers
+    mean, basis = mean_grid / grid, basis_grid / grid
     weight = lm.model.get_input_embeddings().weight.detach().double()
-    assert torch.allclose(mean, weight.mean(dim=0))
+    assert torch.equal(weight, lm.embedding_table().double())  # the engine's table is the model's
+    assert torch.allclose(mean, weight.mean(dim=0), atol=1e-7)
     norms = basis.norm(dim=1)
     assert (norms[:-1] >= norms[1:] - 1e-12).all()  # directions by decreasing standard deviation
     unit = basis / norms.unsqueeze(1)
-    assert torch.allclose(unit @ unit.T, torch.eye(lm.hidden_size, dtype=torch.float64), atol=1e-8)
+    assert torch.allclose(unit @ unit.T, torch.eye(lm.hidden_size, dtype=torch.float64), atol=1e-5)
     centred = weight - mean
-    assert torch.allclose(norms**2, (centred @ unit.T).var(dim=0, unbiased=False), rtol=1e-6)  # std along each
+    assert torch.allclose(norms**2, (centred @ unit.T).var(dim=0, unbiased=False), rtol=1e-3)  # std along each
     biggest = unit.abs().argmax(dim=1)
     assert (unit.gather(1, biggest.unsqueeze(1)) > 0).all()
     assert basis_digest(lm, 16) == basis_digest(lm, 16) != basis_digest(lm, 17)
@@ -126,14 +130,25 @@ def test_full_and_compact_files_both_round_trip_and_record_their_code(lm):
         assert decompress(blob, lm) == data
 
 
-def test_a_decoder_with_another_basis_is_warned_and_the_checksum_decides(lm, monkeypatch):
+def test_a_decoder_with_another_basis_refuses_before_decoding(lm, monkeypatch):
     import memzip.codec as codec
+    from memzip.errors import ModelMismatchError
 
     data = TRAINING_TEXT[:40].encode()
     settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8),
                                 vectors=VectorSpec("compact", 32, 4), store="always")
     blob = compress(data, lm, settings)
+    assert decompress(blob, lm) == data
     monkeypatch.setattr(codec, "basis_digest", lambda lm_, rank: "f" * 16)
-    heard = []
-    assert decompress(blob, lm, warn=heard.append) == data
-    assert heard and "basis digest" in heard[0]
+    with pytest.raises(ModelMismatchError, match="basis"):
+        decompress(blob, lm)
+
+
+def test_compact_vectors_are_rebuilt_exactly_row_by_row(lm):
+    """Rebuilding is integer work on the grid, then one rounding per operation: the same vectors
+    whether windows are rebuilt one at a time or together."""
+    code = VectorCode(VectorSpec("compact", 32, 4), lm)
+    params = torch.randn(6, 32, generator=torch.Generator().manual_seed(4))
+    codes = code.quantize(params)
+    together = code.rebuild(codes)
+    assert torch.equal(together, torch.cat([code.rebuild(c) for c in codes]))

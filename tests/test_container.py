@@ -12,11 +12,11 @@ from bench.fuzz import section_offsets
 from memzip import container
 from memzip.codes import VectorSpec
 from memzip.rankcoder import encode_ranks
-from memzip.container import KIND_PLACEHOLDER, KIND_RAW, KIND_WINDOW, Container
+from memzip.container import KIND_RAW, KIND_WINDOW, Container
 from memzip.errors import ContainerError
 
 HIDDEN = 8
-COMPACT = {"code": "compact", "rank": 4, "bits": 4, "basis": "embedding-pca-v1", "basis_digest": "0123456789abcdef"}
+COMPACT = {"code": "compact", "rank": 4, "bits": 4, "basis": "embedding-pca-v2", "basis_digest": "0123456789abcdef"}
 
 
 def codes_for(n: int, vectors: dict = COMPACT, seed: int = 0) -> bytes:
@@ -41,14 +41,12 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "prefix_id": 0,
         "hidden_size": HIDDEN,
         "window": 4,
-        "decode_batch": 64,
-        "threads": 2,
+        "engine": "exact-1",
         "vectors": dict(vectors),
         "original_size": 100,
         "original_sha256": hashlib.sha256(original).hexdigest(),
         "settings": {"lr": 0.01},
         "stats": {"windows": 2},
-        "environment": {k: "x" for k in container.ENVIRONMENT_KEYS},
     }
     return Container(header, list(segments), codes_for(n, vectors), fallback)
 
@@ -163,24 +161,21 @@ def _with_header(mutate):
         lambda h: h["vectors"].pop("basis_digest"),
         lambda h: h["vectors"].update(rank=3),  # codes section no longer matches the windows
         lambda h: h.update(vectors={"code": "full"}),  # codes section no longer matches the windows
-        lambda h: h.update(decode_batch=0),
+        lambda h: h.pop("engine"),
+        lambda h: h.update(engine=""),
+        lambda h: h.update(engine="exact 1"),
+        lambda h: h.update(engine=1),
+        lambda h: h.update(engine="x" * (container.MAX_ENGINE_NAME + 1)),
         lambda h: h.update(original_size=-1),
         lambda h: h.update(original_size=3),  # smaller than the raw spans
         lambda h: h.update(hidden_size=3),  # narrower than the rank of the codes
         lambda h: h.update(original_sha256="xyz"),
         lambda h: h.update(prefix_id=True),
         lambda h: h.update(window=container.MAX_WINDOW_TOKENS + 1),
-        lambda h: h.update(decode_batch=container.MAX_DECODE_BATCH + 1),
-        lambda h: h.update(window=1024, decode_batch=64),  # too many tokens in flight for one batch
-        lambda h: h.pop("threads"),
-        lambda h: h.update(threads=0),
-        lambda h: h.update(threads=container.MAX_THREADS + 1),
-        lambda h: h.update(threads=True),
-        lambda h: h.update(threads="2"),
+        lambda h: h.update(window=0),
         lambda h: h.update(window=2),  # shorter than a stored window (3 tokens)
-        lambda h: h["environment"].pop("torch"),
-        lambda h: h["environment"].update(torch=2),
-        lambda h: h.update(environment=[]),
+        lambda h: h.update(threads=2),  # format 7's fields are unknown to format 8
+        lambda h: h.update(environment={}),
     ],
 )
 def test_bad_headers_are_rejected_even_with_a_valid_trailer(mutate):
@@ -221,8 +216,7 @@ def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_sec
     return reseal(b"".join(parts))
 
 
-@pytest.mark.parametrize("segments", [((3, 3),), ((KIND_PLACEHOLDER, 1),), ((KIND_WINDOW, 0),), ((KIND_RAW, 0),),
-                                      ((KIND_WINDOW, 1 << 17),)])
+@pytest.mark.parametrize("segments", [((KIND_WINDOW, 0),), ((KIND_RAW, 0),), ((KIND_WINDOW, 5),), ((KIND_WINDOW, 1 << 17),)])
 def test_bad_segment_entries(segments):
     c = make(segments=segments, fallback=b"")
     with pytest.raises(ContainerError):
@@ -399,30 +393,21 @@ def test_the_header_dictionary_is_the_one_the_format_pins():
     assert container.unpack_header(typical) == make().header
 
 
-def test_placeholder_rows_round_trip_and_keep_their_place_among_the_rows():
-    segments = [(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 2), (KIND_WINDOW, 2)]
+def test_windows_and_raw_spans_round_trip_with_their_ranks():
+    segments = [(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)]
     c = make(segments=segments, vectors={"code": "none"})
     c.ranks = [0, 1, 2, 3, 4]
     back = container.read(container.write(c))
-    assert back.segments == segments and back.row_lengths == [3, 0, 0, 2]
-    assert back.window_lengths == [3, 2] and back.window_ranks() == [[0, 1, 2], [3, 4]]
+    assert back.segments == segments and back.window_lengths == [3, 2]
+    assert back.window_ranks() == [[0, 1, 2], [3, 4]]
 
 
-def test_placeholder_rows_are_refused_beyond_the_raw_bytes_or_with_vectors():
-    c = make(segments=[(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 6)], vectors={"code": "none"})
-    with pytest.raises(ContainerError, match="more placeholder rows than raw bytes"):
-        container.read(_write_unchecked(c))
-    c = make(segments=[(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_PLACEHOLDER, 1)])  # compact vectors
-    with pytest.raises(ContainerError, match="kind 2 is not allowed"):
-        container.read(_write_unchecked(c))
-
-
-@pytest.mark.parametrize("table", [b"\x8c\x00", b"\x8c", b"\x0c\xff"])  # overlong, cut, cut after an entry
+@pytest.mark.parametrize("table", [b"\x86\x00", b"\x86", b"\x06\xff"])  # overlong, cut, cut after an entry
 def test_segment_entries_are_canonical_varints(table):
     c = make(segments=[(KIND_WINDOW, 3)], fallback=b"", vectors={"code": "none"})
     good = _write_unchecked(c)
-    assert container.pack_segments(c.segments) == b"\x0c"  # 3 * 4 + kind 0: one byte
-    bad = good.replace(container.varint(1) + b"\x0c", container.varint(len(table)) + table, 1)
+    assert container.pack_segments(c.segments) == b"\x06"  # 3 * 2 + kind 0: one byte
+    bad = good.replace(container.varint(1) + b"\x06", container.varint(len(table)) + table, 1)
     assert bad != good
     with pytest.raises(ContainerError, match="segment entry"):
         container.read(reseal(bad[: -container.TRAILER_LEN]))

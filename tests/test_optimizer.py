@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memzip.codes import VectorCode, VectorSpec
-from memzip.decoder import greedy_decode
+from memzip.decoder import decode_windows
 from memzip.optimizer import OptimizerSettings, RowAdam, optimize_windows, teacher_forced
 
 SPECS = [VectorSpec("full"), VectorSpec("compact", 32, 4)]
@@ -49,7 +49,7 @@ def test_converged_windows_keep_the_exact_code_that_passed(lm, spec):
 
     def verify(codes, tokens):
         seen.extend(codes)
-        decoded = greedy_decode(lm, code.rebuild(codes), [len(t) for t in tokens], 64, lm.prefix_id)
+        decoded = decode_windows(lm, [len(t) for t in tokens], None, code.rebuild(codes))
         return [d == t for d, t in zip(decoded, tokens)]
 
     lr = 0.1 if spec.code == "full" else 0.3
@@ -62,7 +62,7 @@ def test_converged_windows_keep_the_exact_code_that_passed(lm, spec):
         assert len(r.code) == spec.code_bytes(lm.hidden_size)
         assert r.code in seen  # returned exactly as verified
         vector = code.rebuild([r.code])
-        assert greedy_decode(lm, vector, [len(window)], 1, lm.prefix_id)[0] == window
+        assert decode_windows(lm, [len(window)], None, vector)[0] == window
         _, margins = teacher_forced(lm, vector, [window])
         assert margins.shape == (1, len(window)) and margins.min().item() > 0
 
@@ -123,7 +123,7 @@ def test_candidates_are_proven_in_groups(lm):
     def verify_into(key):
         def verify(codes, tokens):
             calls.setdefault(key, []).append(len(tokens))
-            decoded = greedy_decode(lm, code.rebuild(codes), [len(t) for t in tokens], 64, lm.prefix_id)
+            decoded = decode_windows(lm, [len(t) for t in tokens], None, code.rebuild(codes))
             return [d == t for d, t in zip(decoded, tokens)]
         return verify
 

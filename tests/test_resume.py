@@ -134,7 +134,7 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
 
 # --- the real command, killed and interrupted in a subprocess --------------------------------------
 
-SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "--threads", "1", "--store", "always",
+SLOW = ["--window", "4", "--steps", "60", "--lr", "0.1", "--batch", "1", "-T", "1", "--store", "always",
         "--vectors", "compact"]
 RECORD = 9 + 2 + 64 + 4  # journal record of a window stored as a vector (tiny model: compact rank capped at 64)
 

@@ -1,7 +1,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memzip.windows import detokenize, segment, split_utf8
+from memzip.engine.tokens import detokenize, hf_token_bytes
+from memzip.windows import segment, split_utf8
 from tiny import tiny_tokenizer
 
 SAMPLES = [
@@ -33,13 +34,14 @@ def test_split_utf8_partitions_into_valid_and_invalid_runs(data):
 
 def _check_segments(data, window):
     tok = tiny_tokenizer()
-    segs = segment(data, tok, window)
+    table = hf_token_bytes(tok)
+    segs = segment(data, tok, table, window)
     assert b"".join(s.data for s in segs) == data
     for s in segs:
         assert s.data
         if s.is_window:
             assert 1 <= len(s.tokens) <= window
-            assert detokenize(tok, s.tokens) == s.data
+            assert detokenize(table, s.tokens) == s.data
     assert all(a.is_window or b.is_window for a, b in zip(segs, segs[1:]))  # raw spans are merged
     return segs
 

@@ -76,13 +76,17 @@ def _config(vocab_size: int):
     )
 
 
-def tiny_lm(seed: int = 0, model_id: str = "tiny-test-model"):
-    """A fresh LanguageModel around the tiny trained weights (each call gets its own copy)."""
+def tiny_lm(seed: int = 0, model_id: str = "tiny-test-model", kernels: str = "auto"):
+    """A fresh LanguageModel around the tiny trained weights (each call gets its own copy), on the
+    exact engine with the given kernels ("auto": the C kernels where built)."""
     from transformers import LlamaForCausalLM
 
+    from memzip.engine import Engine
     from memzip.model import LanguageModel
 
     tok = tiny_tokenizer()
     model = LlamaForCausalLM(_config(len(tok)))
     model.load_state_dict(_trained_state(seed))
-    return LanguageModel(model_id=model_id, model=model, tokenizer=tok, prefix_id=0)
+    lm = LanguageModel.from_hf(model_id, model, tok, prefix_id=0)
+    lm.engine = Engine(lm.engine.weights, "cpu", kernels)
+    return lm

@@ -33,19 +33,40 @@ def kernels_available() -> bool:
     return _kernels is not None
 
 
+_POOL: list = []
+
+
+def _split(rows: int, run, min_rows: int = 8) -> None:
+    """``run(a, b)`` over [0, rows) in up to torch.get_num_threads() disjoint ranges of at least
+    ``min_rows`` rows, on a thread pool (the C kernels release the GIL)."""
+    parts = max(1, min(torch.get_num_threads(), rows // max(min_rows, 1)))
+    if parts == 1:
+        run(0, rows)
+        return
+    if not _POOL or _POOL[0]._max_workers < parts - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL[:] = [ThreadPoolExecutor(max_workers=parts - 1, thread_name_prefix="memzip")]
+    bounds = [rows * i // parts for i in range(parts + 1)]
+    futures = [_POOL[0].submit(run, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+    run(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
 @dataclass
 class KVCache:
     """Keys and values of every layer: int8 values and float64 scales per position."""
 
-    keys: torch.Tensor  # [layers, rows, kv_heads, capacity, head_dim]
-    values: torch.Tensor
+    keys: torch.Tensor  # [layers, rows, kv_heads, head_dim, capacity] (transposed: dot products run along keys)
+    values: torch.Tensor  # [layers, rows, kv_heads, capacity, head_dim]
     key_scale: torch.Tensor  # [layers, rows, kv_heads, capacity]
     value_scale: torch.Tensor
     length: int = 0  # positions filled, the same for every row
 
     @property
     def capacity(self) -> int:
-        return self.keys.shape[3]
+        return self.values.shape[3]
 
 
 @dataclass
@@ -87,7 +108,7 @@ class Engine:
             raise ValueError(f"the exact engine evaluates at most {tables.MAX_POSITIONS} positions per row")
         shape = (c.layers, rows, c.kv_heads, capacity, c.head_dim)
         return KVCache(
-            torch.zeros(shape, dtype=torch.int8, device=self.device),
+            torch.zeros((c.layers, rows, c.kv_heads, c.head_dim, capacity), dtype=torch.int8, device=self.device),
             torch.zeros(shape, dtype=torch.int8, device=self.device),
             torch.zeros(shape[:4], dtype=F64, device=self.device),
             torch.zeros(shape[:4], dtype=F64, device=self.device),
@@ -118,8 +139,11 @@ class Engine:
             k = _rope(qkv[:, q_rows : q_rows + kv_rows].reshape(rows, n, c.kv_heads, c.head_dim), cos, sin)
             v = qkv[:, q_rows + kv_rows :].reshape(rows, n, c.kv_heads, c.head_dim)
             for store, scales, t in ((cache.keys, cache.key_scale, k), (cache.values, cache.value_scale, v)):
-                values, scale = arith.quantize_heads(t)
-                store[layer, :, :, start : start + n] = values.transpose(1, 2).to(torch.int8)
+                values, scale = arith.quantize_heads(t)  # [rows, n, kv_heads, d], [rows, n, kv_heads]
+                if store is cache.keys:
+                    store[layer, :, :, :, start : start + n] = values.permute(0, 2, 3, 1).to(torch.int8)
+                else:
+                    store[layer, :, :, start : start + n] = values.transpose(1, 2).to(torch.int8)
                 scales[layer, :, :, start : start + n] = scale.transpose(1, 2)
             o = self._attention(q, cache, layer, start, n)
             halves, _, unit = arith.quantize_activations(o)
@@ -169,46 +193,78 @@ class Engine:
             halves, factor = self._head_input(hidden, rows[part])
             if self.kernels == "c":
                 acc = arith.int_mm(halves, self._head)
-                v = values[part].contiguous()
-                getattr(_kernels, kernel)(acc.data_ptr(), factor.shape[0], vocab, self._head_scale.data_ptr(),
-                                          factor.data_ptr(), v.data_ptr(), out[part].data_ptr())
+                v, m = values[part].contiguous(), factor.shape[0]
+                row = vocab * 4  # bytes per int32 row of the product
+                result = torch.empty(m, dtype=torch.int64)
+
+                def run(a, b, acc=acc, v=v, factor=factor, result=result, m=m):
+                    getattr(_kernels, kernel)(acc.data_ptr() + a * row, acc.data_ptr() + (m + a) * row, b - a, vocab,
+                                              self._head_scale.data_ptr(), factor.data_ptr() + 8 * a,
+                                              v.data_ptr() + 8 * a, result.data_ptr() + 8 * a)
+
+                _split(m, run, min_rows=2)
+                out[part] = result
             else:
                 out[part] = reference(arith.linear(halves, self._head, self._head_scale, factor), values[part])
         return out
 
     def _forward_c(self, x: torch.Tensor, cache: KVCache, rows: int, n: int) -> Hidden:
-        """``forward`` through the C kernels (same operations, same order, same bits)."""
+        """``forward`` through the C kernels (same operations, same order, same bits). Row ranges run on
+        up to torch's thread count of threads: rows are computed independently, so how they are split
+        changes nothing."""
         c, k = self.config, _kernels
         m, start = rows * n, cache.length
-        p = lambda t: t.data_ptr()  # noqa: E731
-        halves = torch.empty((2 * m, max(c.hidden, c.ffn, c.heads * c.head_dim)), dtype=torch.int8)
+        width = max(c.hidden, c.ffn, c.heads * c.head_dim)
+        buffer = torch.empty((2 * m, width), dtype=torch.int8)
         factor = torch.empty((m, 1), dtype=F64)
         inv_sqrt_d = tables.inverse_sqrt(c.head_dim)
+        xp, fp = x.data_ptr(), factor.data_ptr()
 
-        def h(width):
-            return halves[:, :width] if width == halves.shape[1] else halves.view(-1)[: 2 * m * width].view(2 * m, width)
+        def halves(cols):  # int8 [2m, cols]: hi rows, then lo rows
+            return buffer.view(-1)[: 2 * m * cols].view(2 * m, cols)
 
+        def hl(t, r0):  # addresses of row r0 in the hi and lo planes of int8 or int32 halves t [2m, cols]
+            step = t.shape[1] * t.element_size()
+            return t.data_ptr() + r0 * step, t.data_ptr() + (m + r0) * step
+
+        hx, ho, hf = halves(c.hidden), halves(c.heads * c.head_dim), halves(c.ffn)
         for layer in range(c.layers):
-            hx = h(c.hidden)
-            k.normalize(p(x), p(self._attn_gain[layer]), m, c.hidden, c.norm_eps, p(hx), p(factor))
+            gain = self._attn_gain[layer].data_ptr()
+            _split(m, lambda a, b: k.normalize(xp + 8 * a * c.hidden, gain, b - a, c.hidden, c.norm_eps,
+                                               *hl(hx, a), fp + 8 * a))
             acc = arith.int_mm(hx, self._qkv[layer])
-            ho = h(c.heads * c.head_dim)
-            k.attention(p(acc), rows, n, c.heads, c.kv_heads, c.head_dim, p(self._qkv_scale[layer]), p(factor),
-                        p(self._cos), p(self._sin), start, p(cache.keys[layer]), p(cache.values[layer]),
-                        p(cache.key_scale[layer]), p(cache.value_scale[layer]), cache.capacity, p(self._exp),
-                        p(self._exp_steps), inv_sqrt_d, p(ho), p(factor))
+            keys, values = cache.keys[layer], cache.values[layer]
+            ks, vs = cache.key_scale[layer], cache.value_scale[layer]
+            per_row = c.kv_heads * cache.capacity
+
+            def attend(b0, b1, acc=acc, keys=keys, values=values, ks=ks, vs=vs, qkv_scale=self._qkv_scale[layer]):
+                r0 = b0 * n
+                k.attention(*hl(acc, r0), b1 - b0, n, c.heads, c.kv_heads, c.head_dim, qkv_scale.data_ptr(), fp + 8 * r0,
+                            self._cos.data_ptr(), self._sin.data_ptr(), start, keys.data_ptr() + b0 * per_row * c.head_dim,
+                            values.data_ptr() + b0 * per_row * c.head_dim, ks.data_ptr() + 8 * b0 * per_row,
+                            vs.data_ptr() + 8 * b0 * per_row, cache.capacity, self._exp.data_ptr(),
+                            self._exp_steps.data_ptr(), inv_sqrt_d, *hl(ho, r0), fp + 8 * r0)
+
+            _split(rows, attend, min_rows=1 if n * (start + n) >= 512 else 4)
             acc = arith.int_mm(ho, self._out[layer])
-            k.linear(p(acc), m, c.hidden, p(self._out_scale[layer]), p(factor), p(x), True)
-            k.normalize(p(x), p(self._ffn_gain[layer]), m, c.hidden, c.norm_eps, p(hx), p(factor))
+            scale = self._out_scale[layer].data_ptr()
+            _split(m, lambda a, b: k.linear(*hl(acc, a), b - a, c.hidden, scale, fp + 8 * a, xp + 8 * a * c.hidden, True))
+            gain = self._ffn_gain[layer].data_ptr()
+            _split(m, lambda a, b: k.normalize(xp + 8 * a * c.hidden, gain, b - a, c.hidden, c.norm_eps,
+                                               *hl(hx, a), fp + 8 * a))
             acc = arith.int_mm(hx, self._gate_up[layer])
-            hf = h(c.ffn)
-            k.mlp(p(acc), m, c.ffn, p(self._gate_up_scale[layer]), p(factor), p(self._sig), p(self._sig_steps), p(hf), p(factor))
+            scale = self._gate_up_scale[layer].data_ptr()
+            sig, steps = self._sig.data_ptr(), self._sig_steps.data_ptr()
+            _split(m, lambda a, b: k.mlp(*hl(acc, a), b - a, c.ffn, scale, fp + 8 * a, sig, steps, *hl(hf, a), fp + 8 * a))
             acc = arith.int_mm(hf, self._down[layer])
-            k.linear(p(acc), m, c.hidden, p(self._down_scale[layer]), p(factor), p(x), True)
+            scale = self._down_scale[layer].data_ptr()
+            _split(m, lambda a, b: k.linear(*hl(acc, a), b - a, c.hidden, scale, fp + 8 * a, xp + 8 * a * c.hidden, True))
         cache.length = start + n
-        hx = h(c.hidden).clone()
-        k.normalize(p(x), p(self._final_gain), m, c.hidden, c.norm_eps, p(hx), p(factor))
-        return Hidden(hx, factor, (rows, n))
+        final = torch.empty((2 * m, c.hidden), dtype=torch.int8)
+        gain = self._final_gain.data_ptr()
+        _split(m, lambda a, b: k.normalize(xp + 8 * a * c.hidden, gain, b - a, c.hidden, c.norm_eps, *hl(final, a),
+                                           fp + 8 * a))
+        return Hidden(final, factor, (rows, n))
 
     def _sigmoid(self, x: torch.Tensor) -> torch.Tensor:
         r = tables.SIGMOID_RANGE
@@ -225,11 +281,11 @@ class Engine:
         qv = qv.reshape(rows, n, c.kv_heads, group, c.head_dim).permute(0, 2, 3, 1, 4)
         qv = qv.reshape(rows * c.kv_heads, group * n, c.head_dim)
         qs = qs.reshape(rows, n, c.kv_heads, group).permute(0, 2, 3, 1).reshape(rows * c.kv_heads, group * n, 1)
-        kv = cache.keys[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim).to(torch.float32)
+        kv = cache.keys[layer, :, :, :, :keys].reshape(rows * c.kv_heads, c.head_dim, keys).to(torch.float32)
         vv = cache.values[layer, :, :, :keys].reshape(rows * c.kv_heads, keys, c.head_dim).to(torch.float32)
         ks = cache.key_scale[layer, :, :, :keys].reshape(rows * c.kv_heads, 1, keys)
         vs = cache.value_scale[layer, :, :, :keys].reshape(rows * c.kv_heads, 1, keys)
-        dot = arith.exact_bmm(qv, kv.transpose(1, 2))  # |sum| <= d * 127**2 < 2**24
+        dot = arith.exact_bmm(qv, kv)  # |sum| <= d * 127**2 < 2**24
         scores = torch.mul(torch.mul(dot, torch.mul(qs, _c(tables.inverse_sqrt(c.head_dim), qs))), ks)
         # query position start + t sees keys 0 .. start + t
         visible = torch.arange(keys, device=q.device)[None, :] <= (start + torch.arange(n, device=q.device))[:, None]
