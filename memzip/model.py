@@ -28,7 +28,7 @@ from typing import Callable
 
 from .engine import Engine, UnsupportedModel
 from .engine import weights as engine_weights
-from .engine.tokens import detokenize, hf_token_bytes
+from .engine.tokens import TextTokenizer, detokenize, hf_token_bytes
 from .errors import ModelLoadError
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
@@ -218,12 +218,14 @@ def packaged_engine(model_id: str, progress=print) -> tuple:
 
 
 def packaged_tokenizer_dir(model_id: str, progress=print) -> Path:
-    """The tokenizer of a packaged model, converted from its GGUF file once (by transformers)."""
+    """The tokenizer of a packaged model, converted from its GGUF file once (by transformers; memzip
+    then reads its tokenizer.json with the tokenizers library alone)."""
     target = _packaged_dir(model_id) / "tokenizer"
     if (target / "tokenizer.json").is_file():
         return target
     gguf = _checked_gguf(model_id)
     progress(f"memzip: caching {model_id}'s tokenizer in {target} (once)")
+    _quiet_transformers()
     from transformers import AutoTokenizer
 
     return _build_dir(target, lambda tmp: AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp))
@@ -280,12 +282,9 @@ def load_model(spec: str | None = None, device: str | None = None, progress=prin
         weights, table = packaged_engine(model_id, progress)
 
         def tokenizer():
-            _quiet_transformers()
-            from transformers import AutoTokenizer
-
             try:
-                return AutoTokenizer.from_pretrained(packaged_tokenizer_dir(model_id, progress))
-            except (OSError, ValueError) as exc:
+                return TextTokenizer.from_file(packaged_tokenizer_dir(model_id, progress) / "tokenizer.json")
+            except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own exception types
                 raise ModelLoadError(f"cannot load the tokenizer of '{model_id}': {exc}") from None
 
         def float_model():

@@ -15,7 +15,7 @@ Continuous batching: ``batch`` windows are optimized at once, each with its own 
 Adam state (``RowAdam``). A window whose teacher-forced argmax is right at every position by at least
 ``margin + CANDIDATE_SLACK`` logits is frozen at once -- the exact code that passed, not one more Adam
 step -- and its slot is given to the next waiting window. Frozen candidates are then proven by
-``verify`` (the decompressor's own decode path, in float32, which must reproduce the window with every
+``verify`` (the exact engine every decoder runs, which must reproduce the window greedily with every
 position's top logit ahead of the runner-up by ``margin``), in groups: ``verify_batch`` (by default
 ``batch``) of them, or, once nothing is waiting, as many as are still optimizing. A candidate that fails
 goes back to optimization with a doubled target. A window still unproven after ``steps`` steps is
@@ -23,7 +23,9 @@ returned without a code (the caller stores it raw).
 
 ``precision`` is the arithmetic of the optimizer's own passes only: "bf16" runs them under bfloat16
 autocast (faster on CUDA and on CPUs with native bf16), "fp32" in float32, "auto" picks bf16 where the
-device supports it. It cannot make a stored code inexact: verification is the float32 replay.
+device supports it. It cannot make a stored code inexact: verification is the exact engine's replay.
+The optimizer's float model and the engine differ by the engine's quantization (its logits move by up
+to a few tenths of a logit), so a candidate's float margin is a guess the engine then confirms.
 """
 
 from __future__ import annotations

@@ -51,3 +51,30 @@ def hf_token_bytes(tokenizer) -> list[bytes]:
 def detokenize(table: list[bytes], ids) -> bytes:
     """The bytes of a token sequence: its tokens' bytes, concatenated."""
     return b"".join(table[i] for i in ids)
+
+
+class TextTokenizer:
+    """Tokenizing with the ``tokenizers`` library alone (a tokenizer.json file), with the small part of
+    the transformers tokenizer interface memzip uses: ``tok(text, add_special_tokens=False,
+    return_offsets_mapping=False)`` -> {"input_ids": [...], "offset_mapping": [(start, end), ...]} and
+    ``len(tok)``. A tokenizer cache written by one transformers release is then read the same way by
+    any other (their own loaders name release-specific classes in tokenizer_config.json)."""
+
+    def __init__(self, tokenizer):
+        self.backend_tokenizer = tokenizer
+
+    @classmethod
+    def from_file(cls, path) -> "TextTokenizer":
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)))
+
+    def __call__(self, text: str, add_special_tokens: bool = True, return_offsets_mapping: bool = False) -> dict:
+        encoding = self.backend_tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        out = {"input_ids": list(encoding.ids)}
+        if return_offsets_mapping:
+            out["offset_mapping"] = list(encoding.offsets)
+        return out
+
+    def __len__(self) -> int:
+        return self.backend_tokenizer.get_vocab_size(with_added_tokens=True)
