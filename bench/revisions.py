@@ -28,19 +28,28 @@ import memzip
 from memzip import compress, decompress
 from memzip.model import load_model
 lm = load_model(progress=lambda _t: None)
+try:
+    from memzip.engine import kernels_available
+    kernels = "c" if kernels_available() else "torch"
+except ImportError:
+    kernels = "none"
 data = open(sys.argv[1], "rb").read()
 t0 = time.perf_counter(); blob = compress(data, lm); t1 = time.perf_counter()
 back = decompress(blob, lm); t2 = time.perf_counter()
 print(json.dumps({"module": memzip.__file__, "bytes": len(data), "compressed": len(blob), "exact": back == data,
-                  "compress_s": t1 - t0, "decompress_s": t2 - t1}))
+                  "compress_s": t1 - t0, "decompress_s": t2 - t1, "kernels": kernels}))
 """
 
 
 def checkout(rev: str, where: Path) -> str:
-    """A detached worktree of ``rev`` at ``where``; returns the full commit id."""
+    """A detached worktree of ``rev`` at ``where``, with its C extensions built in place (a revision
+    without them would silently run slower fallbacks); returns the full commit id."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", rev + "^{commit}"],
                             check=True, capture_output=True, text=True).stdout.strip()
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(where), commit], check=True)
+    if (where / "setup.py").is_file():
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=where, check=True,
+                       capture_output=True)
     return commit
 
 
