@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from memzip import CompressSettings, OptimizerSettings
+from memzip import CompressSettings, OptimizerSettings, codec
 from memzip.codes import VectorSpec
 
 from . import corpora, methods, model_limit, paper, report
@@ -41,8 +41,10 @@ def parse_variant(text: str) -> tuple[str, CompressSettings]:
     )
 
 
-def compression_rows(lm, corpus, variants, window: int) -> list[dict]:
+def compression_rows(lm, corpus, variants) -> list[dict]:
     rows = methods.classic(corpus)
+    first = variants[0][1] if variants else CompressSettings()
+    window = codec.resolved_settings(corpus.data, lm, first).window  # the windows memzip's first variant uses here
     for label, bits_fn in (
         (f"model limit ({window}-token windows)", lambda: model_limit.window_context_bits(lm, corpus.data, window)),
         ("model limit (512-token context)", lambda: model_limit.long_context_bits(lm, corpus.data, 512)),
@@ -58,10 +60,9 @@ def compression_rows(lm, corpus, variants, window: int) -> list[dict]:
 def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, command: str, paper_models=(), plots=True, say=print):
     """Run everything; ``lm`` is the default model, ``paper_models`` extra (name, lm) pairs for the paper tables."""
     summary = {"machine": report.machine(), "command": command, "rows": [], "paper": []}
-    window = (variants[0][1].window if variants else None) or 16  # of the model-limit row
     for corpus in corpus_list:
         say(f"bench: compression on {corpus.name} ({len(corpus.data)} bytes)")
-        summary["rows"] += compression_rows(lm, corpus, variants, window)
+        summary["rows"] += compression_rows(lm, corpus, variants)
         report.write(summary, out, with_plots=False)  # keep what is done if a long run is stopped
     paper_corpus = corpora.paper()
     text = paper_corpus.data.decode("utf-8") if paper_corpus else corpora.QUICK_TEXT.decode() * 4

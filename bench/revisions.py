@@ -28,9 +28,12 @@ import memzip
 from memzip import compress, decompress
 from memzip.model import load_model
 lm = load_model(progress=lambda _t: None)
+import os
+tree = os.path.dirname(os.path.dirname(os.path.abspath(memzip.__file__)))
 try:
-    from memzip.engine import kernels_available
-    kernels = "c" if kernels_available() else "torch"
+    import memzip.engine as engine
+    mine = os.path.abspath(engine.__file__).startswith(tree + os.sep)
+    kernels = ("c" if engine.kernels_available() else "torch") if mine else "none"
 except ImportError:
     kernels = "none"
 data = open(sys.argv[1], "rb").read()

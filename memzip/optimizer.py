@@ -45,7 +45,7 @@ class OptimizerSettings:
     steps: int = 300  # optimizer steps per window before it is given up
     lr: float | None = None  # Adam step; None: the vector code's own default (VectorCode.default_lr)
     batch: int = 16  # windows optimized together
-    margin: float = 0.5  # required logit margin (top-1 minus runner-up) at every replayed position
+    margin: float = 0.0  # required logit margin (top-1 minus runner-up) at every position of the engine's replay
     betas: tuple[float, float] = (0.8, 0.95)  # shorter memories than torch's default: ~20% fewer steps
     eps: float = 1e-8
     precision: str = "auto"  # "fp32", "bf16" or "auto" (see the module docstring)
