@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from memzip import CompressSettings, codec, compress, container, decompress
-from memzip.codes import VectorCode, VectorSpec
+from memzip.codes import VectorSpec
 from memzip.engine.forward import Engine, rank_of, select_rank
 from memzip.errors import ContainerError
 from memzip.optimizer import OptimizerSettings

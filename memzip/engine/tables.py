@@ -77,7 +77,7 @@ def _pi() -> Decimal:
 def _cos_sin(angle: Decimal, two_pi: Decimal) -> tuple[float, float]:
     """cos and sin of ``angle`` (Taylor series after reduction to [-pi, pi]), rounded to float64."""
     x = angle - two_pi * (angle / two_pi).to_integral_value()
-    x2, cos, sin = x * x, Decimal(0), Decimal(0)
+    cos, sin = Decimal(0), Decimal(0)
     term, k = Decimal(1), 0  # term = x**k / k!
     while True:
         if k % 4 == 0:
