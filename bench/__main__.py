@@ -12,7 +12,7 @@ from pathlib import Path
 from memzip import CompressSettings, OptimizerSettings, codec
 from memzip.codes import VectorSpec
 
-from . import corpora, methods, model_limit, paper, report
+from . import corpora, methods, model_limit, paper, peers, report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Besides memzip's defaults: vectors tried for every window, with the default compact code and with the
@@ -41,8 +41,14 @@ def parse_variant(text: str) -> tuple[str, CompressSettings]:
     )
 
 
-def compression_rows(lm, corpus, variants) -> list[dict]:
+def compression_rows(lm, corpus, variants, peer_specs=(), say=print) -> list[dict]:
     rows = methods.classic(corpus)
+    for spec in peer_specs:
+        name, checkout, python = peers.parse(spec)
+        say(f"bench: {name} on {corpus.name}")
+        result = peers.run(name, checkout, python, corpus.data, say)
+        rows.append(methods.row(corpus, name, result["output_bytes"], result["compress_s"], result["decompress_s"],
+                                result["exact"]))
     first = variants[0][1] if variants else CompressSettings()
     window = codec.resolved_settings(corpus.data, lm, first).window  # the windows memzip's first variant uses here
     for label, bits_fn in (
@@ -57,12 +63,13 @@ def compression_rows(lm, corpus, variants) -> list[dict]:
     return rows
 
 
-def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, command: str, paper_models=(), plots=True, say=print):
+def run(lm, corpus_list, variants, paper_sizes, paper_settings, out: Path, command: str, paper_models=(), plots=True,
+        say=print, peer_specs=()):
     """Run everything; ``lm`` is the default model, ``paper_models`` extra (name, lm) pairs for the paper tables."""
     summary = {"machine": report.machine(), "command": command, "rows": [], "paper": []}
     for corpus in corpus_list:
         say(f"bench: compression on {corpus.name} ({len(corpus.data)} bytes)")
-        summary["rows"] += compression_rows(lm, corpus, variants)
+        summary["rows"] += compression_rows(lm, corpus, variants, peer_specs, say)
         report.write(summary, out, with_plots=False)  # keep what is done if a long run is stopped
     paper_corpus = corpora.paper()
     text = paper_corpus.data.decode("utf-8") if paper_corpus else corpora.QUICK_TEXT.decode() * 4
@@ -96,13 +103,18 @@ def main(argv=None) -> int:
     p.add_argument("--no-paper", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--peer", action="append", default=[], metavar="NAME=CHECKOUT[,PYTHON]",
+                   help=f"another LLM compressor on the same weights ({', '.join(peers.PEERS)}): see bench/peers.py")
+    p.add_argument("--level", type=int, action="append", default=[],
+                   help="memzip at this level besides the default (repeatable), e.g. --level 9")
     args = p.parse_args(argv)
 
     from memzip.model import installed_packaged_models, load_model
 
     lm = load_model(args.model)
     extra_variants = [] if args.only_default else args.variant or DEFAULT_VARIANTS
-    variants = [("memzip", CompressSettings())] + [parse_variant(v) for v in extra_variants]
+    variants = [("memzip", CompressSettings())] + [(f"memzip -{k}", CompressSettings(level=k)) for k in args.level]
+    variants += [parse_variant(v) for v in extra_variants]
     sizes = [] if args.no_paper else [int(s) for s in args.paper_sizes.split(",") if s]
     budget = dict(item.split(":") for item in args.paper_steps.split(",") if item)
     paper_settings = {int(k): OptimizerSettings(steps=int(v), batch=20) for k, v in budget.items()}
@@ -112,13 +124,15 @@ def main(argv=None) -> int:
         sizes = [] if args.no_paper else [40, 80]
         paper_settings = {40: OptimizerSettings(steps=20, batch=20), 80: OptimizerSettings(steps=20, batch=20)}
     else:
-        defaults = [corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes), *corpora.fresh_prose(args.max_bytes)]
+        defaults = [corpora.paper(args.max_bytes), corpora.pydoc_sample(args.pydoc_bytes), *corpora.fresh_prose(args.max_bytes),
+                    *corpora.other_kinds(args.max_bytes)]
         corpus_list = [] if args.no_default_corpora else [c for c in defaults if c]
     corpus_list += [corpora.from_file(f, args.max_bytes) for f in args.files]
     others = [m for m in installed_packaged_models() if m != lm.model_id and not args.quick] + args.paper_model
     extra = [(spec, load_model(spec)) for spec in others]
     command = "python -m bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    run(lm, corpus_list, variants, sizes, paper_settings, args.out, command, extra, plots=not args.no_plots)
+    run(lm, corpus_list, variants, sizes, paper_settings, args.out, command, extra, plots=not args.no_plots,
+        peer_specs=args.peer)
     print(f"bench: results in {args.out}")
     return 0
 

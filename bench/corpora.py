@@ -50,6 +50,12 @@ def fresh_prose(max_bytes: int | None = None) -> list[Corpus]:
     return [from_file(str(TEXTS / name), max_bytes) for name in names]
 
 
+def other_kinds(max_bytes: int | None = None) -> list[Corpus]:
+    """Real files of 2025-2026 that are not prose: a markdown changelog, Python code, a package log
+    (bench/texts/SOURCES.md names their sources)."""
+    return [from_file(str(TEXTS / name), max_bytes) for name in ("changelog.md", "code.py", "dpkg.log")]
+
+
 def from_file(path: str, max_bytes: int | None = None) -> Corpus:
     data = Path(path).read_bytes()
     return Corpus(os.path.basename(path), _prefix(data, max_bytes))

@@ -14,7 +14,6 @@ import argparse
 import collections
 import json
 import random
-import struct
 import sys
 import time
 
@@ -28,11 +27,17 @@ _HEADER_VALUES = [0, -1, 1, 2**31, 2**63, 2**64 + 5, 1.5, float("nan"), "", "x" 
 _reseal = container.seal
 
 
-def _header_span(blob: bytes) -> tuple[int, int] | None:
-    if len(blob) < 14:
+def _header_span(blob: bytes) -> tuple[int, int, int] | None:
+    """(start of the header length field, start of the header, end of the header), if they parse."""
+    try:
+        r = container.Reader(blob)
+        r.pos = len(container.MAGIC)
+        r.varint("version")
+        at = r.pos
+        n = r.varint("header length")
+    except ContainerError:
         return None
-    (n,) = struct.unpack_from("<I", blob, 10)
-    return (14, 14 + n) if 14 + n <= len(blob) else None
+    return (at, r.pos, r.pos + n) if r.pos + n <= len(blob) else None
 
 
 def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
@@ -40,7 +45,7 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
     if span is None:
         return blob
     try:
-        header = container.unpack_header(blob[span[0]:span[1]])
+        header = container.unpack_header(blob[span[1] : span[2]])
     except ContainerError:
         return blob
     if not isinstance(header, dict):
@@ -58,24 +63,7 @@ def _mutate_header(blob: bytes, rng: random.Random) -> bytes:
     else:
         target[key] = rng.choice(_HEADER_VALUES)
     new = container.pack_header(header)
-    return blob[:10] + struct.pack("<I", len(new)) + new + blob[span[1]:]
-
-
-def section_offsets(blob: bytes) -> list[tuple[int, int]]:
-    """(offset, size) of the varint length fields of the sections after the header (as many as parse)."""
-    span = _header_span(blob)
-    reader = container._Reader(blob[: len(blob) - container.TRAILER_LEN])  # the container's own varint reader
-    reader.pos = span[1] if span else len(blob)
-    offsets: list[tuple[int, int]] = []
-    while reader.pos < len(reader.blob) and len(offsets) < len(container.SECTIONS):
-        at = reader.pos
-        try:
-            length = reader.varint("length")
-        except ContainerError:
-            break
-        offsets.append((at, reader.pos - at))
-        reader.pos += length
-    return offsets
+    return blob[: span[0]] + container.varint(len(new)) + new + blob[span[2] :]
 
 
 def mutate(blob: bytes, rng: random.Random) -> bytes:
@@ -94,13 +82,13 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
             i = rng.randrange(len(body) + 1)
             body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
         elif kind < 0.7:
-            offsets = section_offsets(bytes(body) + bytes(container.TRAILER_LEN))
+            offsets = container.section_offsets(bytes(body) + bytes(container.TRAILER_LEN))
             if offsets:
                 value = rng.choice([0, 1, 2**31, 2**63, 2**64 - 1, 2**70, rng.randrange(1 << 20)])
                 at, size = rng.choice(offsets)
                 body[at : at + size] = container.varint(value)
-        elif kind < 0.75 and len(body) >= 10:
-            struct.pack_into("<H", body, 8, rng.choice([0, 1, 3, 255, 65535]))
+        elif kind < 0.75 and len(body) > len(container.MAGIC):
+            body[len(container.MAGIC)] = rng.choice([0, 1, 8, 10, 127, 255])  # the version byte
         else:
             body = bytearray(_mutate_header(bytes(body), rng))
     if rng.random() < 0.85:

@@ -9,6 +9,8 @@ import resource
 import statistics
 import time
 
+import brotli
+import pyppmd
 import zstandard
 
 from memzip import CompressSettings, codec, container
@@ -18,6 +20,9 @@ CLASSIC = {
     "bzip2 -9": (lambda d: bz2.compress(d, 9), bz2.decompress),
     "xz -9e": (lambda d: lzma.compress(d, preset=9 | lzma.PRESET_EXTREME), lzma.decompress),
     "zstd -19": (lambda d: zstandard.ZstdCompressor(level=19).compress(d), lambda b: zstandard.ZstdDecompressor().decompress(b)),
+    "brotli -q 11": (lambda d: brotli.compress(d, quality=11), brotli.decompress),
+    "PPMd order 8": (lambda d: pyppmd.compress(d, max_order=8, mem_size=64 << 20),
+                     lambda b: pyppmd.decompress(b, max_order=8, mem_size=64 << 20)),
 }
 
 

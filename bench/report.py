@@ -37,9 +37,37 @@ def _fmt(value, digits=3):
     return str(value)
 
 
+BEST_CLASSIC = ("xz -9e", "brotli -q 11", "PPMd order 8")
+PEERS = ("llama-zip", "nacrith")
+
+
+def comparison_markdown(rows: list[dict]) -> list[str]:
+    """Per corpus: the best of the classic compressors memzip must beat, the LLM peers and memzip's runs,
+    as ratios, with memzip's default against the best classic."""
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    mine = list(dict.fromkeys(r["method"] for r in rows if r["method"].startswith("memzip")))
+    peers = [p for p in PEERS if any(r["method"] == p for r in rows)]
+    head = ["corpus", "bytes", "best classic"] + peers + mine + ["memzip vs best classic"]
+    lines = ["| " + " | ".join(head) + " |", "| --- | ---: | ---: |" + " ---: |" * (len(peers) + len(mine) + 1)]
+    for corpus in corpora:
+        by = {r["method"]: r for r in rows if r["corpus"] == corpus}
+        classic = [by[m] for m in BEST_CLASSIC if m in by]
+        if not classic or "memzip" not in by:
+            continue
+        best = min(classic, key=lambda r: r["output_bytes"])
+        cells = [corpus, f"{best['input_bytes']:,}", f"{_fmt(best['ratio'])} ({best['method']})"]
+        for name in peers + mine:
+            r = by.get(name)
+            cells.append("" if r is None else f"{_fmt(r['ratio'])}" + ("" if r["exact"] else " (NOT EXACT)"))
+        cells.append(f"{100 * (by['memzip']['output_bytes'] / best['output_bytes'] - 1):+.0f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(summary: dict) -> str:
     lines = [f"# memzip benchmark\n", f"Machine: `{json.dumps(summary['machine'])}`\n", f"Command: `{summary['command']}`\n"]
     if summary.get("rows"):
+        lines += ["## Side by side (ratios: output / input)\n", *comparison_markdown(summary["rows"])]
         lines += [
             "## Compression\n",
             "| corpus | method | vectors | input B | output B | ratio | bits/byte | compress s | compress B/s | decompress s | decompress B/s | exact | windows (vectors/predicted/raw) | steps median / p90 |",

@@ -47,15 +47,21 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_WINDOW, PREDICT_WINDOW_RANGE, STORE_POLICIES
+    from .codec import DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, STORE_POLICIES
     from .codes import CODES, VectorSpec
     from .optimizer import PRECISIONS, OptimizerSettings
 
     d, v = OptimizerSettings(), VectorSpec()
-    lo, hi = PREDICT_WINDOW_RANGE
+    levels = ", ".join(f"-{k} {n}" for k, n in LEVEL_ROWS.items())
+    for k in LEVEL_ROWS:
+        c.add_argument(f"-{k}", dest="level", action="store_const", const=k, default=DEFAULT_LEVEL,
+                       help=argparse.SUPPRESS if k not in (1, 9) else
+                       ("fastest: many short rows decoded in parallel" if k == 1 else "smallest: the longest rows"))
     c.add_argument("--window", type=int, default=None,
-                   help=f"tokens per window (default: {DEFAULT_WINDOW} with memory vectors; without, the longest of "
-                   f"{lo}..{hi} that still gives several windows to decode in parallel)")
+                   help=f"tokens per window (default: {DEFAULT_WINDOW} with memory vectors; without, the level's longest "
+                   f"row, {levels} tokens, default -{DEFAULT_LEVEL}; a file is split into rows of equal length, "
+                   "each decoded as one sequence: longer rows give more context, more rows decode faster; "
+                   "below -9 files of over 768 tokens get at least two rows)")
     c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
     c.add_argument("--lr", type=float, default=None,
@@ -187,7 +193,8 @@ def _settings(args):
         raise UsageError("--lr must be positive and --margin non-negative")
     opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
     spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
-    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, verify=args.verify)
+    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, verify=args.verify,
+                            level=args.level)
 
 
 def _human(n: float) -> str:
@@ -258,26 +265,25 @@ def _info(path: str) -> None:
     blob = _read_input(path)
     c = container.read(blob)
     h = c.header
-    st = h["stats"]
     raw_bytes = len(c.fallback)
+    vectors = h["vectors"].get("code") != "none"
+    steps = h["settings"].get("steps_median")
     lines = [
         f"file:            {path}",
         f"format:          version {container.FORMAT_VERSION}, written by memzip {h['memzip_version']}",
         f"model:           {h['model_id']}",
         f"fingerprint:     {h['model_fingerprint']}",
         f"engine:          {h['engine']} (memzip's exact engine: the same logits on every machine)",
-        f"original:        {h['original_size']} bytes (sha256 {h['original_sha256'][:16]}...)",
+        f"original:        {h['original_size']} bytes (sha256 {c.checksum.hex()}...)",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
-        f"windows:         {st.get('windows', '?')} of up to {h['window']} tokens: {c.window_count} "
-        + ("predicted (stored as ranks)" if h["vectors"].get("code") == "none" else "as vectors")
-        + f", {st.get('fallback_windows', '?')} in the fallback ({st.get('not_tried_windows', '?')} of them not "
-        f"tried: expected larger than zstd)",
+        f"windows:         {c.window_count} of up to {h['window']} tokens, "
+        + ("stored as vectors (their tokens coded given them)" if vectors else "tokens coded with the model's probabilities"),
         f"raw bytes:       {raw_bytes} in {sum(k == container.KIND_RAW for k, _ in c.segments)} spans "
         f"(zstd: {c.sizes['fallback']} B)",
         f"vectors:         " + _describe_vectors(h["vectors"]),
-        "optimizer steps: " + (f"median {st.get('steps_median')}, p90 {st.get('steps_p90')} (windows stored as vectors)"
-                               if st.get("steps_median") is not None else "none (no window is stored as a vector)"),
+        "optimizer steps: " + (f"median {steps}, p90 {h['settings'].get('steps_p90')} (windows stored as vectors)"
+                               if steps is not None else "none (no window is stored as a vector)"),
         f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
         f"settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
     ]
@@ -287,7 +293,7 @@ def _info(path: str) -> None:
 def _describe_vectors(v: dict) -> str:
     if v.get("code") == "compact":
         return f"compact codes, rank {v['rank']}, {v['bits']}-bit, basis {v['basis']} ({v['basis_digest']})"
-    return "full bf16 vectors" if v.get("code") == "full" else "none (tokens stored as ranks under the model)"
+    return "full bf16 vectors" if v.get("code") == "full" else "none (tokens coded with the model's probabilities)"
 
 
 class _Terminated(Exception):

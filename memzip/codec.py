@@ -1,16 +1,17 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
-compress: segment -> per window, either its tokens' ranks under the model (the default, no memory
-vectors: ``_predict``, one all-at-once evaluation per batch of windows) or one optimized memory vector
-(``--vectors full|compact``: ``_memorize``, each vector accepted only when the engine's greedy replay
-regenerates its window) -> container -> read back strictly, and its ranks and codes must be the ones
-computed. Every replay runs on the exact engine (memzip.engine), whose logits are the same bits on every
-machine and whether a window is evaluated all at once or one token at a time, so the ranks computed here
-are exactly those the decompressor follows. ``CompressSettings.verify`` also decodes the finished file
-the way ``decompress`` does before returning it.
+compress: segment into windows (rows of up to the level's length) -> per window, its tokens coded with
+the model's own distribution at every position (the default, no memory vectors: ``_predict``, one
+all-at-once evaluation per batch of windows), or one optimized memory vector (``--vectors
+full|compact``: ``_memorize``, each vector accepted only when the engine's greedy replay regenerates its
+window) with its tokens coded given the vector -> container -> read back strictly, and its streams and
+codes must be the ones computed. Every replay runs on the exact engine (memzip.engine), whose logits are
+the same bits on every machine and whether a window is evaluated all at once or one token at a time, so
+the distributions coded with here are exactly those the decompressor decodes with.
+``CompressSettings.verify`` also decodes the finished file the way ``decompress`` does.
 
 decompress: read strictly -> check the model's fingerprint and engine version -> decode every window
-one token per step from its ranks -> reassemble with the raw spans -> check length and SHA-256.
+one token per step from its stream -> reassemble with the raw spans -> check length and checksum.
 """
 
 from __future__ import annotations
@@ -21,34 +22,35 @@ from dataclasses import asdict, dataclass, replace
 from . import __version__, container
 from .codes import VectorCode, VectorSpec, basis_digest
 from .container import KIND_RAW, KIND_WINDOW, Container
-from .decoder import decode_windows, rank_windows, reproduces
+from .decoder import code_windows, decode_windows, reproduces
 from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import OptimizerSettings, WindowResult, optimize_windows
 from .progress import Progress
-from .rankcoder import window_costs
 from .windows import Segment, segment
 
 DEFAULT_WINDOW = 16  # tokens per memory-vector window
-# Predicted windows (no vectors): more tokens give the model more context (better ratio), fewer give
-# more rows to decode in parallel (speed). The default is the longest power of two in this range
-# that still yields PARALLEL_ROWS windows, so small files are not decoded one row at a time.
-PREDICT_WINDOW_RANGE = (64, 256)
-PARALLEL_ROWS = 16
+# Levels: the longest row (window) of tokens, each decoded as one sequence with its own context. Longer
+# rows give every token more context (smaller files); more rows decode in parallel (faster). A file's
+# rows are of equal length: ceil(tokens / rows) with the fewest rows the level allows. Below level 9, a
+# file of more than SPLIT_TOKENS tokens gets at least two rows: two rows decode almost as fast as one
+# each (a decoding step streams the weights once for all rows), for 2-3% more bytes (bench.levels).
+LEVEL_ROWS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 1024, 6: 2048, 7: 4096, 8: 8192, 9: 8192}
+SPLIT_TOKENS = 768
+DEFAULT_LEVEL = 7
 STORE_POLICIES = ("smaller", "always")
 
 
-def default_window(spec: VectorSpec, tokens: int) -> int:
-    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows see
-    PREDICT_WINDOW_RANGE (``tokens``: about how many tokens the input has)."""
+def default_window(spec: VectorSpec, tokens: int, level: int = DEFAULT_LEVEL) -> int:
+    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows the
+    level's longest row, shortened to split ``tokens`` (about how many the input has) into equal rows."""
     if spec.code != "none":
         return DEFAULT_WINDOW
-    low, window = PREDICT_WINDOW_RANGE
-    while window > low and tokens < window * PARALLEL_ROWS:
-        window //= 2
-    return window
+    longest = LEVEL_ROWS[level]
+    rows = max(1, -(-tokens // longest), 2 if level < 9 and tokens > SPLIT_TOKENS else 1)
+    return max(1, min(longest, -(-tokens // rows)))
 
 
 @dataclass(frozen=True)
@@ -56,15 +58,18 @@ class CompressSettings:
     window: int | None = None  # tokens per window; None: default_window()
     optimizer: OptimizerSettings = OptimizerSettings()
     vectors: VectorSpec = VectorSpec()  # none (predicted windows), or how memory vectors are stored
-    # "smaller": a window is stored by the model (ranks or a vector) only when that is expected to be
+    # "smaller": a window is stored by the model (coded tokens or a vector) only when that is expected to be
     # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
     # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
     store: str = "smaller"
     verify: bool = False  # decode the finished container (as decompress does) before returning it
+    level: int = DEFAULT_LEVEL  # 1..9: rows of up to LEVEL_ROWS[level] tokens (without memory vectors)
 
     def __post_init__(self) -> None:
         if self.store not in STORE_POLICIES:
             raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
+        if self.level not in LEVEL_ROWS:
+            raise SettingsError(f"level must be one of {sorted(LEVEL_ROWS)}")
 
 
 def percentile(values: list, q: float):
@@ -83,7 +88,7 @@ class CompressReport:
     steps: list[int]  # optimizer steps of each window that became a vector
     resumed: int = 0  # windows taken from the journal of an interrupted run
     not_tried: int = 0  # windows stored raw without optimizing or predicting: expected to be larger
-    predicted: int = 0  # windows stored as ranks under the model, without a vector
+    predicted: int = 0  # windows coded with the model's distribution, without a vector
 
     def stats(self) -> dict:
         """The summary recorded in the container header (informative)."""
@@ -113,7 +118,7 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
         window = default_window(settings.vectors, 0)
     elif window is None:
         approx_tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
-        window = default_window(settings.vectors, approx_tokens)
+        window = default_window(settings.vectors, approx_tokens, settings.level)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
@@ -135,7 +140,7 @@ def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings)
 
 
 def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
-    """Per window: can storing it by the model (a vector, or ranks) pay? Its cost is ``costs[i]`` bytes;
+    """Per window: can storing it by the model (a vector, or its coded tokens) pay? Its cost is ``costs[i]`` bytes;
     the alternative is the window's share of zstd over the input (what the fallback would cost).
     Either way the window takes a segment-table entry (1-2 bytes)."""
     if store == "always" or not windows:
@@ -181,14 +186,15 @@ def compress(
         "window": settings.window,
         "vectors": code.spec.header(lm),
         "original_size": len(data),
-        "original_sha256": hashlib.sha256(data).hexdigest(),
         "settings": {} if predicted else asdict(settings.optimizer),
     }
     summary = _summary(code.spec, windows, stored, resumed, not_tried)
-    blob = _write(header, summary, segments, stored, lm.token_bytes, data)
+    if not predicted:
+        header["settings"].update(steps_median=summary.stats()["steps_median"], steps_p90=summary.stats()["steps_p90"])
+    blob = _write(header, segments, stored, lm.token_bytes, data)
     if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
         plain = _summary(code.spec, windows, {}, resumed, not_tried)
-        raw_blob = _write(header, plain, segments, {}, lm.token_bytes, data)
+        raw_blob = _write(header, segments, {}, lm.token_bytes, data)
         if len(raw_blob) < len(blob):
             blob, summary = raw_blob, plain
     if settings.verify:
@@ -199,16 +205,16 @@ def compress(
     return blob
 
 
-def _write(header: dict, summary: CompressReport, segments: list[Segment], stored: dict, token_bytes,
-           data: bytes) -> bytes:
-    """The container, read back strictly: it must hold exactly the ranks and codes computed, and its
+def _write(header: dict, segments: list[Segment], stored: dict, token_bytes, data: bytes) -> bytes:
+    """The container, read back strictly: it must hold exactly the streams and codes computed, and its
     raw spans and windows (their tokens' bytes) must make up the input."""
     kept = [s for s in segments if s.is_window and id(s) in stored]
-    ranks = [stored[id(s)].ranks for s in kept]
-    blob = container.write(_build({**header, "stats": summary.stats()}, segments, stored))
+    c = _build(header, segments, stored)
+    c.checksum = container.original_checksum(data)
+    blob = container.write(c)
     c = container.read(blob)
-    if c.window_ranks() != ranks or c.codes != b"".join(stored[id(s)].code for s in kept):
-        raise IntegrityError("internal error: the container does not hold the ranks and codes computed")
+    if c.streams != [stored[id(s)].stream for s in kept] or c.codes != b"".join(stored[id(s)].code for s in kept):
+        raise IntegrityError("internal error: the container does not hold the streams and codes computed")
     if _assemble(c, [list(s.tokens) for s in kept], token_bytes) != data:
         raise IntegrityError("internal error: the container's segments do not make up the input")
     return blob
@@ -216,10 +222,10 @@ def _write(header: dict, summary: CompressReport, segments: list[Segment], store
 
 @dataclass(frozen=True)
 class Stored:
-    """A window stored by the model: its vector code (empty without vectors) and its tokens' ranks."""
+    """A window stored by the model: its vector code (empty without vectors) and its token stream."""
 
     code: bytes
-    ranks: list
+    stream: bytes
     steps: int = 0
 
 
@@ -231,13 +237,14 @@ def _summary(spec: VectorSpec, windows, stored: dict, resumed: int, not_tried: i
 
 
 def _predict(data, windows, settings, lm, progress) -> tuple[dict, int]:
-    """Every window's ranks, by one all-at-once evaluation per batch of windows. Returns the windows
-    to store (by id -> Stored) and how many are not worth storing (kept raw)."""
-    progress.phase("predicting tokens", sum(len(s.tokens) for s in windows))
-    ranks = rank_windows(lm, [s.tokens for s in windows], on_progress=progress.update)
+    """Every window's token stream, by one all-at-once evaluation per batch of windows. Returns the
+    windows to store (by id -> Stored) and how many are not worth storing (kept raw)."""
+    progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
+    streams, _bits = code_windows(lm, [s.tokens for s in windows], on_progress=progress.update)
     progress.done()
-    worth = worth_storing(data, windows, window_costs(ranks), settings.store)
-    stored = {id(s): Stored(b"", r) for s, r, ok in zip(windows, ranks, worth) if ok}
+    costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
+    worth = worth_storing(data, windows, costs, settings.store)
+    stored = {id(s): Stored(b"", stream) for s, stream, ok in zip(windows, streams, worth) if ok}
     return stored, worth.count(False)
 
 
@@ -276,28 +283,30 @@ def _memorize(data, lm, windows, settings, code, progress, journal_path) -> tupl
             journal.close()
     progress.done()
     results = {**skipped, **done, **dict(zip(todo, fresh))}
-    stored = {id(s): Stored(results[i].code, [0] * len(s.tokens), results[i].steps)
-              for i, s in enumerate(windows) if results[i].code is not None}
+    kept = [i for i, s in enumerate(windows) if results[i].code is not None]
+    streams, _bits = code_windows(lm, [windows[i].tokens for i in kept], code.rebuild([results[i].code for i in kept])) \
+        if kept else ([], [])
+    stored = {id(windows[i]): Stored(results[i].code, stream, results[i].steps) for i, stream in zip(kept, streams)}
     return stored, len(done), len(skipped)
 
 
 def _build(header: dict, segments: list[Segment], stored: dict) -> Container:
     """The container for ``segments`` with the windows in ``stored`` kept and every other window raw."""
     table: list[tuple[int, int]] = []
-    codes, raw, ranks = bytearray(), bytearray(), []
+    codes, raw, streams = bytearray(), bytearray(), []
     for s in segments:
         kept = stored.get(id(s))
         if kept is not None:
             table.append((KIND_WINDOW, len(s.tokens)))
             codes += kept.code
-            ranks += kept.ranks
+            streams.append(kept.stream)
         else:
             raw += s.data
             if table and table[-1][0] == KIND_RAW:
                 table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
             else:
                 table.append((KIND_RAW, len(s.data)))
-    return Container(dict(header), table, bytes(codes), bytes(raw), ranks=ranks)
+    return Container(dict(header), table, bytes(codes), bytes(raw), streams)
 
 
 def stored_vectors(c: Container, lm: LanguageModel):
@@ -324,8 +333,6 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
         )
     if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= lm.vocab_size:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
-    if c.ranks and max(c.ranks) >= lm.vocab_size:
-        raise ContainerError(f"a stored rank is beyond the vocabulary of model '{lm.model_id}' ({lm.vocab_size} tokens)")
     spec = c.vector_spec
     if spec.code == "compact":
         recorded, here = c.header["vectors"]["basis_digest"], basis_digest(lm, spec.rank)
@@ -349,10 +356,13 @@ def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: 
         lm = _model_for(c, model, progress)
         lengths = c.window_lengths
         progress.phase("decoding", sum(lengths))
-        tokens = decode_windows(lm, lengths, c.window_ranks(), stored_vectors(c, lm), progress.update)
+        try:
+            tokens = decode_windows(lm, lengths, c.streams, stored_vectors(c, lm), progress.update)
+        except ValueError as exc:  # a stream that is not exactly what the encoder writes
+            raise ContainerError(str(exc)) from None
         progress.done()
     out = _assemble(c, tokens, lm.token_bytes if lm is not None else None)
-    if len(out) != c.header["original_size"] or hashlib.sha256(out).hexdigest() != c.header["original_sha256"]:
+    if len(out) != c.header["original_size"] or container.original_checksum(out) != c.checksum:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out
 

@@ -1,15 +1,14 @@
 """The .mz container: writing and strict reading. The byte layout is specified in docs/FORMAT.md.
 
-Every section is length-prefixed and the whole file ends with a SHA-256 of everything before it, so
-corruption is found before any (slow) decoding starts; the original bytes' own SHA-256 is checked
-again after decoding.
+Every section is length-prefixed; the original's checksum follows the sections, and the whole file ends
+with a short SHA-256 trailer of everything before it, so corruption is found before any (slow) decoding
+starts and a wrong decode is refused after it. Reading a container needs neither torch nor the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,45 +16,57 @@ import zstandard
 
 from .codes import VectorSpec, check_codes, spec_from_header
 from .errors import ContainerError
-from .rankcoder import decode_ranks, encode_ranks
 
-MAGIC = b"\x89MZP\r\n\x1a\n"
-FORMAT_VERSION = 8
+MAGIC = b"\x89MZP"
+FORMAT_VERSION = 9
 # segment kinds: a window of tokens, a span of raw bytes
 KIND_WINDOW, KIND_RAW = 0, 1
 KINDS = (KIND_WINDOW, KIND_RAW)
 ZSTD_LEVEL = 19
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every zstd frame starts with it; the container stores frames without it
 
 # Bounds that keep a hostile file from making the reader allocate or compute without limit. Everything
 # the decoder allocates is then bounded by the real size of the file: every window costs a stored
-# code, and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
-MAX_HEADER_BYTES = 1 << 16  # of JSON, once unpacked; a real header is well under 1 KB
-MAX_WINDOW_TOKENS = 1024  # tokens per window (memzip writes tens to hundreds); bounds the KV cache per row
+# stream, and a zstd frame cannot expand by more than ZSTD_MAX_EXPANSION.
+MAX_HEADER_BYTES = 1 << 16  # of JSON, once unpacked; a real header is a few hundred bytes
+MAX_WINDOW_TOKENS = 8192  # tokens per window (the engine's positions per row); bounds the KV cache per row
 ZSTD_MAX_EXPANSION = 1 << 16  # zstd's real ceiling is ~32,000x (RLE blocks); claims beyond it are lies
 MAX_ENGINE_NAME = 64
 
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "19397e1837c802b161767d9281026d62a36ccddc6d5e09a65d0cc1660e756dcf"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "bc56b2007d113a97edb9da5810a9d2291fa221cca2e31f241ae2fabe14bf62b4"  # pinned by the format
 
-_PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
-TRAILER_LEN = 8  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
-SECTIONS = ("segment table", "vectors", "ranks", "fallback")  # after the header, each length-prefixed
+CHECKSUM_LEN = 4  # first bytes of the SHA-256 of the original file, checked after decoding
+TRAILER_LEN = 4  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
+SECTIONS = ("segment table", "vectors", "tokens", "fallback")  # after the header, each length-prefixed
+
+# Header profiles: 0, a JSON header (any model and settings); 1, the packaged default model with no memory
+# vectors, whose fields are these (only original_size and window are stored, as varints).
+PROFILE_JSON, PROFILE_DEFAULT = 0, 1
+DEFAULT_PROFILE = {
+    "memzip_version": "",  # not recorded with this profile
+    "model_id": "smollm2-135m-instruct",
+    "model_fingerprint": "d8e001bf59a7cbb7b32bc94a040b72b45544703cafa48d5de4b910c2d6950d88",
+    "engine": "exact-1",
+    "prefix_id": 0,
+    "hidden_size": 576,
+    "vectors": {"code": "none"},
+    "settings": {},
+}
 
 HEADER_KEYS = {
     "memzip_version": str,
     "model_id": str,
     "model_fingerprint": str,
+    "engine": str,
     "prefix_id": int,
     "hidden_size": int,
     "window": int,
-    "engine": str,
     "vectors": dict,
     "original_size": int,
-    "original_sha256": str,
     "settings": dict,
-    "stats": dict,
 }
 
 
@@ -66,8 +77,9 @@ class Container:
     segments: list[tuple[int, int]]
     codes: bytes  # stored vector codes, one fixed-size record per window, in window order
     fallback: bytes  # raw spans concatenated, uncompressed
+    streams: list[bytes] = field(default_factory=list)  # each window's token stream, in window order
+    checksum: bytes = b""  # first CHECKSUM_LEN bytes of the original's SHA-256
     sizes: dict = field(default_factory=dict)  # section sizes in bytes, filled by the reader and writer
-    ranks: list[int] | None = None  # the rank of every window token, windows in table order; None: all 0
 
     @property
     def window_count(self) -> int:
@@ -77,17 +89,14 @@ class Container:
     def window_lengths(self) -> list[int]:
         return [n for kind, n in self.segments if kind == KIND_WINDOW]
 
-    def window_ranks(self) -> list[list[int]]:
-        """``ranks`` split per window."""
-        out, pos = [], 0
-        for n in self.window_lengths:
-            out.append(self.ranks[pos : pos + n] if self.ranks is not None else [0] * n)
-            pos += n
-        return out
-
     @property
     def vector_spec(self) -> VectorSpec:
         return spec_from_header(self.header["vectors"], self.header["hidden_size"])
+
+
+def original_checksum(data: bytes) -> bytes:
+    """What a container records of its original: the first CHECKSUM_LEN bytes of its SHA-256."""
+    return hashlib.sha256(data).digest()[:CHECKSUM_LEN]
 
 
 def _validate_header(header: dict) -> None:
@@ -111,10 +120,9 @@ def _validate_header(header: dict) -> None:
     engine = header["engine"]
     if not 0 < len(engine) <= MAX_ENGINE_NAME or not all(c.isalnum() or c in "-._" for c in engine):
         raise ContainerError("header field 'engine' is not an engine version name")
-    for key in ("model_fingerprint", "original_sha256"):
-        value = header[key]
-        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise ContainerError(f"header field {key!r} is not a SHA-256 hex digest")
+    value = header["model_fingerprint"]
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ContainerError("header field 'model_fingerprint' is not a SHA-256 hex digest")
 
 
 def write(container: Container) -> bytes:
@@ -124,20 +132,26 @@ def write(container: Container) -> bytes:
         check_codes(container.vector_spec, container.header["hidden_size"], container.codes, container.window_count)
     except ValueError as exc:
         raise ValueError(f"cannot write these vector codes: {exc}") from None
-    tokens = sum(container.window_lengths)
-    if container.ranks is not None and len(container.ranks) != tokens:
-        raise ValueError("one rank per window token is required")
+    if len(container.streams) != container.window_count or not all(container.streams):
+        raise ValueError("one non-empty token stream per window is required")
+    if len(container.checksum) != CHECKSUM_LEN:
+        raise ValueError(f"the original's checksum must be {CHECKSUM_LEN} bytes")
     header = pack_header(container.header)
     table = pack_segments(container.segments)
     codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
-    ranks = encode_ranks(container.ranks if container.ranks is not None else [0] * tokens)
-    parts = [_PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(header)), header]
-    for section in (table, codes, ranks, fallback):
+    tokens = pack_streams(container.streams)
+    parts = [MAGIC, varint(FORMAT_VERSION), header]
+    for section in (table, codes, tokens, fallback):
         parts += [varint(len(section)), section]
-    body = b"".join(parts)
-    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "ranks": len(ranks),
+    body = b"".join(parts) + container.checksum
+    container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "tokens": len(tokens),
                        "fallback": len(fallback)}
     return seal(body)
+
+
+def pack_streams(streams: list[bytes]) -> bytes:
+    """The tokens section: every stream but the last length-prefixed, the last filling the rest."""
+    return b"".join(varint(len(s)) + s for s in streams[:-1]) + (streams[-1] if streams else b"")
 
 
 def pack_segments(segments) -> bytes:
@@ -160,12 +174,20 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def zstd_frame(data: bytes) -> bytes:
-    """How the container compresses a section: one zstd frame (with content size); empty stays empty."""
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data) if data else b""
+def zstd_frame(data: bytes, dictionary=None) -> bytes:
+    """How the container compresses a section: one zstd frame with its content size, without the
+    frame's 4-byte magic number and without a dictionary ID; empty stays empty."""
+    if not data:
+        return b""
+    frame = zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=dictionary, write_dict_id=False).compress(data)
+    if frame[:4] != ZSTD_MAGIC:
+        raise RuntimeError("zstd wrote an unexpected frame")
+    return frame[4:]
 
 
-class _Reader:
+class Reader:
+    """Reads a byte string front to back; every step checks that the bytes are there."""
+
     def __init__(self, blob: bytes):
         self.blob, self.pos = blob, 0
 
@@ -191,31 +213,57 @@ class _Reader:
         return self.take(self.varint(f"{what} length"), what)
 
 
-def read(blob: bytes) -> Container:
-    """Parse and check a container; any inconsistency raises ContainerError."""
+def _preamble(blob: bytes) -> tuple[Reader, int]:
+    """Magic and version (read before anything else is trusted); returns a reader after the version."""
     if not blob:
         raise ContainerError("empty file, not a memzip file")
-    if len(blob) < len(MAGIC) or blob[: len(MAGIC)] != MAGIC:
+    if blob[: len(MAGIC)] != MAGIC[: len(blob)] or len(blob) < len(MAGIC):
         raise ContainerError("not a memzip file (bad magic)")
-    if len(blob) < _PREAMBLE.size + TRAILER_LEN:
-        raise ContainerError("truncated file")
-    _, version, header_len = _PREAMBLE.unpack_from(blob)
+    r = Reader(blob)
+    r.pos = len(MAGIC)
+    return r, r.varint("version")
+
+
+def section_offsets(blob: bytes) -> list[tuple[int, int]]:
+    """(offset, size) of the varint length fields of the sections after the header, as many as parse:
+    where a fuzzer can aim at a container's structure."""
+    try:
+        r, _ = _preamble(blob)
+        _read_header(r)
+    except ContainerError:
+        return []
+    offsets: list[tuple[int, int]] = []
+    while r.pos < len(blob) and len(offsets) < len(SECTIONS):
+        at = r.pos
+        try:
+            length = r.varint("length")
+        except ContainerError:
+            break
+        offsets.append((at, r.pos - at))
+        r.pos += length
+    return offsets
+
+
+def read(blob: bytes) -> Container:
+    """Parse and check a container; any inconsistency raises ContainerError."""
+    r, version = _preamble(blob)
     if version != FORMAT_VERSION:
         newer = " (written by a newer memzip; upgrade to read it)" if version > FORMAT_VERSION else ""
         raise ContainerError(
             f"format version {version} is not supported{newer}; this memzip reads version {FORMAT_VERSION}"
         )
+    if len(blob) < r.pos + TRAILER_LEN + CHECKSUM_LEN:
+        raise ContainerError("truncated file")
     body = blob[:-TRAILER_LEN]
     if seal(body) != blob:
         raise ContainerError("file is corrupted or truncated (container checksum mismatch)")
-    r = _Reader(body)
-    r.pos = _PREAMBLE.size
-    header = unpack_header(r.take(header_len, "header"))
-    if not isinstance(header, dict):
-        raise ContainerError("header is not a JSON object")
+    start, r = r.pos, Reader(body[:-CHECKSUM_LEN])
+    r.pos = start
+    header = _read_header(r)
+    header_size = r.pos - start
     _validate_header(header)
-    table, packed_codes, packed_ranks, packed = (r.section(what) for what in SECTIONS)
-    if r.pos != len(body):
+    table, packed_codes, packed_tokens, packed = (r.section(what) for what in SECTIONS)
+    if r.pos != len(r.blob):
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])
     window_lengths = [length for kind, length in segments if kind == KIND_WINDOW]
@@ -226,20 +274,46 @@ def read(blob: bytes) -> Container:
     if tokens > header["original_size"] - raw_total:  # every window token stands for at least one byte
         raise ContainerError("windows hold more tokens than the original file has bytes")
     codes = _parse_codes(packed_codes, header, n_windows)
-    try:
-        ranks = decode_ranks(packed_ranks, tokens)
-    except ValueError as exc:
-        raise ContainerError(f"ranks section: {exc}") from None
+    streams = _parse_streams(packed_tokens, n_windows)
     fallback = _unzstd(packed, raw_total, "fallback")
-    sizes = {"header": header_len, "segments": len(table), "vectors": len(packed_codes), "ranks": len(packed_ranks),
-             "fallback": len(packed)}
-    return Container(header, segments, codes, fallback, sizes, ranks)
+    sizes = {"header": header_size, "segments": len(table), "vectors": len(packed_codes),
+             "tokens": len(packed_tokens), "fallback": len(packed)}
+    return Container(header, segments, codes, fallback, streams, body[-CHECKSUM_LEN:], sizes)
 
 
 def pack_header(header: dict) -> bytes:
-    """The header section: canonical JSON, one zstd frame against HEADER_DICTIONARY."""
+    """The header: the default profile's byte and two varints when the header is that profile's, else
+    the JSON profile's byte, a varint length and canonical JSON as one zstd frame against
+    HEADER_DICTIONARY."""
+    rest = {k: v for k, v in header.items() if k not in ("original_size", "window")}
+    if rest == {**DEFAULT_PROFILE, "memzip_version": rest.get("memzip_version")}:
+        return bytes([PROFILE_DEFAULT]) + varint(header["original_size"]) + varint(header["window"])
+    frame = pack_json(header)
+    return bytes([PROFILE_JSON]) + varint(len(frame)) + frame
+
+
+def pack_json(header: dict) -> bytes:
+    """A JSON header as one zstd frame (without its magic) against HEADER_DICTIONARY."""
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, dict_data=_header_dictionary()).compress(text)
+    return zstd_frame(text, _header_dictionary())
+
+
+def _read_header(r: Reader) -> dict:
+    (profile,) = r.take(1, "header profile")
+    if profile == PROFILE_DEFAULT:
+        size = r.varint("original size")
+        window = r.varint("window")
+        return {**DEFAULT_PROFILE, "vectors": dict(DEFAULT_PROFILE["vectors"]), "settings": {},
+                "original_size": size, "window": window}
+    if profile != PROFILE_JSON:
+        raise ContainerError(f"header profile {profile} is unknown")
+    header = unpack_header(r.section("header"))
+    if not isinstance(header, dict):
+        raise ContainerError("header is not a JSON object")
+    if {k: v for k, v in header.items() if k not in ("original_size", "window", "memzip_version")} == \
+            {k: v for k, v in DEFAULT_PROFILE.items() if k != "memzip_version"}:
+        raise ContainerError("a JSON header that the default profile would hold (not canonical)")
+    return header
 
 
 def _header_dictionary() -> zstandard.ZstdCompressionDict:
@@ -250,7 +324,7 @@ def unpack_header(packed: bytes):
     """The JSON value a header section holds: one zstd frame (against HEADER_DICTIONARY) declaring
     1..MAX_HEADER_BYTES bytes of UTF-8 JSON (checked before anything is allocated); ContainerError otherwise."""
     try:
-        declared = zstandard.get_frame_parameters(packed).content_size
+        declared = zstandard.get_frame_parameters(ZSTD_MAGIC + packed).content_size
     except zstandard.ZstdError as exc:
         raise ContainerError(f"header is not a valid zstd frame ({exc})") from None
     if not 0 < declared <= MAX_HEADER_BYTES:  # also rejects frames without a declared size
@@ -262,7 +336,7 @@ def unpack_header(packed: bytes):
 
 
 def _parse_segments(table: bytes, window: int) -> list[tuple[int, int]]:
-    r, segments = _Reader(table), []
+    r, segments = Reader(table), []
     while r.pos < len(table):
         value = r.varint("segment entry")
         kind, length = value & 1, value >> 1
@@ -282,19 +356,41 @@ def _parse_codes(packed: bytes, header: dict, n_windows: int) -> bytes:
     return codes
 
 
+def _parse_streams(section: bytes, n_windows: int) -> list[bytes]:
+    """One non-empty token stream per window: all but the last length-prefixed, the last filling the
+    rest of the section."""
+    r, streams = Reader(section), []
+    for _ in range(n_windows - 1):
+        stream = r.section("token stream")
+        if not stream:
+            raise ContainerError("a window's token stream is empty")
+        streams.append(stream)
+    if n_windows:
+        if r.pos >= len(section):
+            raise ContainerError("truncated file (the last token stream is empty or missing)")
+        streams.append(section[r.pos :])
+    elif section:
+        raise ContainerError("tokens section present but no window is stored")
+    return streams
+
+
 def _unzstd(packed: bytes, size: int, what: str, dictionary=None) -> bytes:
-    """A section holding one zstd frame of exactly ``size`` bytes (empty when ``size`` is 0)."""
+    """A section holding one zstd frame (stored without its magic) of exactly ``size`` bytes (empty
+    when ``size`` is 0)."""
     if size == 0:
         if packed:
             raise ContainerError(f"{what} section present but nothing is stored in it")
         return b""
     if size > len(packed) * ZSTD_MAX_EXPANSION:
         raise ContainerError(f"the segment table claims more bytes than the {what} section can hold")
+    frame = ZSTD_MAGIC + packed
     try:
-        params = zstandard.get_frame_parameters(packed)
+        params = zstandard.get_frame_parameters(frame)
         if params.content_size != size:
             raise ContainerError(f"{what} size does not match the segment table")
-        data = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(packed, max_output_size=size)
+        if params.dict_id != 0:
+            raise ContainerError(f"{what} frame names a dictionary")
+        data = zstandard.ZstdDecompressor(dict_data=dictionary).decompress(frame, max_output_size=size)
     except zstandard.ZstdError as exc:
         raise ContainerError(f"{what} section is not a valid zstd frame ({exc})") from None
     if len(data) != size:

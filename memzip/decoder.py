@@ -1,26 +1,33 @@
-"""Replay on the exact engine: ranking windows (the compressor) and decoding them from ranks (the decompressor).
+"""Replay on the exact engine: coding windows (the compressor) and decoding them (the decompressor).
 
 Input of each row: ``[embed(prefix_id)]``, followed by the window's memory vector when the file has
 vectors (rebuilt by ``memzip.codes.VectorCode.rebuild``), then the window's tokens. At each position the
-model's logits order the vocabulary (decreasing logit, lower token id first on ties); a token's *rank*
-is its place in that order (rank 0 = the greedy argmax).
+model gives integer frequencies for every token (``Engine.frequencies``) and orders the vocabulary
+(decreasing logit, lower token id first on ties; a token's *rank* is its place in that order).
 
-* ``rank_windows`` evaluates whole windows at once (one prefill per batch of windows) and returns the
-  rank of every token: what the compressor stores.
-* ``decode_windows`` regenerates windows one token per step, taking at each step the token of the
-  stored rank and feeding it back: what the decompressor does.
+* ``code_windows`` evaluates whole windows at once (one prefill per batch of windows) and codes every
+  token with the model's integer distribution at its position (memzip.tokencoder): what the
+  compressor stores.
+* ``decode_windows`` regenerates windows one token per step, decoding at each step the token whose
+  interval holds the stream's value under that step's distribution, and feeding it back: what the
+  decompressor does.
+* ``rank_windows`` gives every token's rank (0 = the greedy choice): memory vectors are accepted only
+  where greedy decoding regenerates their window.
 
 The engine's logits are the same bits whether positions are evaluated all at once or one at a time, in
-any batch of rows, with any thread count, on any machine (memzip.engine), so the ranks the compressor
-computes are exactly those the decompressor follows: how windows are batched here is a matter of speed,
-not part of the file format.
+any batch of rows, with any thread count, on any machine (memzip.engine), so the distributions the
+compressor codes with are exactly those the decompressor decodes with: how windows are batched here is
+a matter of speed, not part of the file format.
 """
 
 from __future__ import annotations
 
+import math
 import os
 
 import torch
+
+from . import tokencoder
 
 # How many rows are evaluated together: speed and memory only, never a bit of the result. The
 # environment variables exist to demonstrate that (bench.portability decodes with other values).
@@ -58,16 +65,15 @@ def _check(lm, vectors, count: int) -> None:
         raise ValueError("one memory vector [hidden] per window is required")
 
 
-def rank_windows(lm, windows, vectors=None, on_progress=None, margins: bool = False):
-    """The rank of every token of every window (list per window). With ``margins``, also per window the
-    smallest lead of the top logit over the runner-up along it (memory-vector checks), as a pair."""
+def _evaluate(lm, windows, vectors, on_progress, per_batch):
+    """Evaluate whole windows all at once, in batches; ``per_batch(batch, hidden, positions, targets)``
+    gets, for the windows ``batch``, the flat positions predicting each of their tokens (in order) and
+    those tokens."""
     windows = [list(w) for w in windows]
     _check(lm, vectors, len(windows))
     if any(not w for w in windows):
         raise ValueError("windows hold at least one token")
     engine, offset = lm.engine, _offset(vectors)
-    ranks: list = [None] * len(windows)
-    gaps: list = [None] * len(windows)
     done = 0
     for batch in _batches([len(w) + offset for w in windows], MAX_ROWS, PREFILL_POSITIONS):
         feed = torch.zeros((len(batch), max(len(windows[i]) for i in batch) - 1), dtype=torch.long)
@@ -76,14 +82,57 @@ def rank_windows(lm, windows, vectors=None, on_progress=None, margins: bool = Fa
         x = torch.cat([_start(lm, vectors, batch), engine.embed(feed)], 1)
         hidden = engine.forward(x, engine.new_cache(len(batch), x.shape[1]))
         # the logits at position offset - 1 + k predict token k of the row
-        positions, targets, owners = [], [], []
+        positions, targets = [], []
         for r, i in enumerate(batch):
-            n = len(windows[i])
-            positions += range(r * x.shape[1] + offset - 1, r * x.shape[1] + offset - 1 + n)
+            positions += range(r * x.shape[1] + offset - 1, r * x.shape[1] + offset - 1 + len(windows[i]))
             targets += windows[i]
-            owners += [i] * n
-        found = engine.ranks(hidden, torch.tensor(positions), torch.tensor(targets)).tolist()
-        lead = _leads(engine, hidden, torch.tensor(positions)) if margins else None
+        per_batch(batch, hidden, torch.tensor(positions), torch.tensor(targets))
+        done += sum(len(windows[i]) for i in batch)
+        if on_progress is not None:
+            on_progress(done)
+    return windows
+
+
+def code_windows(lm, windows, vectors=None, on_progress=None):
+    """Every window's token stream (memzip.tokencoder) and its size in bits (-log2 of each token's
+    probability, summed): the model's distribution at each position, from one all-at-once evaluation
+    per batch of windows. Returns (streams, bits), one per window."""
+    intervals: dict[int, list] = {}
+    bits: dict[int, float] = {}
+    engine = lm.engine
+
+    def per_batch(batch, hidden, positions, targets):
+        found = []
+        for start in range(0, positions.shape[0], engine.HEAD_ROWS):
+            part = slice(start, start + engine.HEAD_ROWS)
+            freq = engine.frequencies(hidden, positions[part])
+            cum = freq.cumsum(dim=1)  # exact integers
+            tok = targets[part].unsqueeze(1)
+            hi = cum.gather(1, tok).squeeze(1)
+            f = freq.gather(1, tok).squeeze(1)
+            total = cum[:, -1]
+            found += zip((hi - f).tolist(), hi.tolist(), total.tolist())
+        pos = 0
+        for i in batch:
+            n = len(windows[i])
+            intervals[i] = found[pos : pos + n]
+            bits[i] = sum(math.log2(t / (h - lo)) for lo, h, t in intervals[i])
+            pos += n
+
+    windows = _evaluate(lm, windows, vectors, on_progress, per_batch)
+    return [tokencoder.encode(intervals[i]) for i in range(len(windows))], [bits[i] for i in range(len(windows))]
+
+
+def rank_windows(lm, windows, vectors=None, on_progress=None, margins: bool = False):
+    """The rank of every token of every window (list per window). With ``margins``, also per window the
+    smallest lead of the top logit over the runner-up along it (memory-vector checks), as a pair."""
+    ranks: dict[int, list] = {}
+    gaps: dict[int, float] = {}
+    engine = lm.engine
+
+    def per_batch(batch, hidden, positions, targets):
+        found = engine.ranks(hidden, positions, targets).tolist()
+        lead = _leads(engine, hidden, positions) if margins else None
         pos = 0
         for i in batch:
             n = len(windows[i])
@@ -91,10 +140,10 @@ def rank_windows(lm, windows, vectors=None, on_progress=None, margins: bool = Fa
             if margins:
                 gaps[i] = min(lead[pos : pos + n])
             pos += n
-        done += sum(len(windows[i]) for i in batch)
-        if on_progress is not None:
-            on_progress(done)
-    return (ranks, gaps) if margins else ranks
+
+    windows = _evaluate(lm, windows, vectors, on_progress, per_batch)
+    out = [ranks[i] for i in range(len(windows))]
+    return (out, [gaps[i] for i in range(len(windows))]) if margins else out
 
 
 def _leads(engine, hidden, positions: torch.Tensor) -> list[float]:
@@ -110,13 +159,14 @@ def _leads(engine, hidden, positions: torch.Tensor) -> list[float]:
     return out
 
 
-def decode_windows(lm, lengths: list[int], ranks=None, vectors=None, on_step=None) -> list[list[int]]:
-    """Regenerate windows of ``lengths[i]`` tokens from their ``ranks`` (one list per window; None: all
-    0, i.e. greedy) and memory ``vectors`` (None: none), one token per step. ``on_step(tokens_done)``
-    follows each step."""
+def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=None) -> list[list[int]]:
+    """Regenerate windows of ``lengths[i]`` tokens from their token ``streams`` (one per window; None:
+    greedy decoding, the top token at every step) and memory ``vectors`` (None: none), one token per
+    step. ``on_step(tokens_done)`` follows each step. A stream that is not exactly what the encoder
+    writes for the tokens it decodes to raises ValueError."""
     lengths = list(lengths)
-    if ranks is not None and [len(r) for r in ranks] != lengths:
-        raise ValueError("one rank per token of every window is required")
+    if streams is not None and len(streams) != len(lengths):
+        raise ValueError("one token stream per window is required")
     if any(n < 1 for n in lengths):
         raise ValueError("windows hold at least one token")
     _check(lm, vectors, len(lengths))
@@ -125,22 +175,36 @@ def decode_windows(lm, lengths: list[int], ranks=None, vectors=None, on_step=Non
     done_before = 0
     for batch in _batches(lengths, MAX_ROWS, PREFILL_POSITIONS * 4):
         steps = max(lengths[i] for i in batch)
-        given = torch.zeros((len(batch), steps), dtype=torch.long)
-        if ranks is not None:
-            for r, i in enumerate(batch):
-                given[r, : lengths[i]] = torch.tensor(ranks[i], dtype=torch.long)
         cache = engine.new_cache(len(batch), offset + steps - 1)
         x = _start(lm, vectors, batch)
-        tokens = torch.empty((len(batch), steps), dtype=torch.long)
+        decoders = [tokencoder.Decoder(streams[i]) for i in batch] if streams is not None else None
+        intervals: list[list] = [[] for _ in batch]
+        tokens = torch.zeros((len(batch), steps), dtype=torch.long)
         for step in range(steps):
             hidden = engine.forward(x, cache)
             last = torch.arange(len(batch)) * x.shape[1] + x.shape[1] - 1
-            tokens[:, step] = engine.select(hidden, last, given[:, step]).cpu()
+            live = [r for r, i in enumerate(batch) if step < lengths[i]]
+            if decoders is None:
+                tokens[:, step] = engine.select(hidden, last, torch.zeros(len(batch), dtype=torch.long)).cpu()
+            else:
+                freq = engine.frequencies(hidden, last[live])
+                cum = freq.cumsum(dim=1)
+                for k, r in enumerate(live):
+                    total = int(cum[k, -1])
+                    target = decoders[r].target(total)
+                    token = int(torch.searchsorted(cum[k], target, right=True))
+                    hi = int(cum[k, token])
+                    lo = hi - int(freq[k, token])
+                    decoders[r].narrow(lo, hi, total)
+                    intervals[r].append((lo, hi, total))
+                    tokens[r, step] = token
             if on_step is not None:
                 on_step(done_before + sum(min(step + 1, lengths[i]) for i in batch))
             if step + 1 < steps:
                 x = engine.embed(tokens[:, step : step + 1])
         for r, i in enumerate(batch):
+            if decoders is not None and tokencoder.encode(intervals[r]) != streams[i]:
+                raise ValueError(f"token stream of window {i} is not what the encoder writes for what it decodes to (corrupt)")
             out[i] = tokens[r, : lengths[i]].tolist()
         done_before += sum(lengths[i] for i in batch)
     return out

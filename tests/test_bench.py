@@ -31,7 +31,8 @@ def test_quick_bench_on_the_tiny_model(lm, tmp_path):
     assert "| memzip |" in (tmp_path / "summary.md").read_text()
     assert mz["bits_per_vector"] == 16 + 64 * 4 and mz["settings"]["vectors"] == "rank 64, 4-bit"  # rank capped at 64
     lengths = sum(len(container.varint(n)) for name, n in mz["sections"].items() if name != "header")
-    assert sum(mz["sections"].values()) + 14 + lengths + container.TRAILER_LEN == mz["output_bytes"]
+    framing = len(container.MAGIC) + 1 + lengths + container.CHECKSUM_LEN + container.TRAILER_LEN  # 1: version
+    assert sum(mz["sections"].values()) + framing == mz["output_bytes"]
     mz_full = next(r for r in rows if r["method"] == "memzip full")
     assert mz_full["bits_per_vector"] == 64 * 16 and mz_full["exact"]
     for name in ("compression.png", "paper.png", "codes.png"):
@@ -116,3 +117,25 @@ def test_quality_tool_compares_engine_and_float_model(lm, tmp_path):
     assert row["bytes"] == 400 and row["engine_bits_per_byte"] > 0 and row["float32_bits_per_byte"] > 0
     assert abs(row["engine_excess_percent"]) < 10  # the tiny model's quantization costs little
     assert "| t.txt | 400 | 64 |" in quality.table([row])
+
+
+def test_peer_rows_run_the_peer_as_an_external_program(tmp_path):
+    """The plumbing of --peer, with stand-ins for llama-zip and Nacrith that store their input as is."""
+    from bench import peers
+
+    (tmp_path / "llama_zip.py").write_text(
+        "import sys\nassert sys.argv[1].endswith('.gguf') and sys.argv[2] in ('-c', '-d')\n"
+        "sys.stdout.buffer.write(sys.stdin.buffer.read())\n")
+    (tmp_path / "cli.py").write_text(
+        "import os, shutil, sys\nassert os.path.exists('smollm2-135m.gguf')\nshutil.copy(sys.argv[2], sys.argv[3])\n")
+    data = "fresh text ☃\n".encode() * 10
+    for name in peers.PEERS:
+        parsed = peers.parse(f"{name}={tmp_path}")
+        assert parsed[1] == tmp_path.resolve()
+        result = peers.run(*parsed, data, say=lambda _t: None)
+        assert result["exact"] and result["output_bytes"] == len(data) and result["compress_s"] > 0
+    assert (tmp_path / "smollm2-135m.gguf").resolve() == peers.gguf_path().resolve()
+    import pytest
+
+    with pytest.raises(SystemExit):
+        peers.parse("gzip=/tmp")

@@ -62,13 +62,12 @@ def _bad_files(blob: bytes) -> dict:
         bad[offset] ^= 0x10
         return bytes(bad)
 
-    from bench.fuzz import section_offsets
-
-    names = ("segments", "vectors", "ranks", "fallback")
-    starts = {"header": 14, **{n: o + size for n, (o, size) in zip(names, section_offsets(blob))},
-              "checksum": len(blob) - container.TRAILER_LEN}
+    names = ("segments", "vectors", "tokens", "fallback")
+    starts = {"header": 6, **{n: o + size for n, (o, size) in zip(names, container.section_offsets(blob))},
+              "checksum": len(blob) - container.TRAILER_LEN - container.CHECKSUM_LEN,
+              "trailer": len(blob) - container.TRAILER_LEN}
     newer = bytearray(blob)
-    newer[8] = container.FORMAT_VERSION + 1
+    newer[4] = container.FORMAT_VERSION + 1
     return {
         "empty": b"",
         "random bytes": random.Random(0).randbytes(5000),
@@ -133,7 +132,7 @@ def test_info_describes_the_file(tiny_model_dir, text_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert os.path.abspath(tiny_model_dir) in out
     assert f"{len(text_file.read_bytes())} bytes" in out and "ratio" in out and "as vectors" in out
-    assert "in the fallback" in out and "optimizer steps: median" in out
+    assert "raw bytes:" in out and "optimizer steps: median" in out
     assert "compact codes, rank 64, 4-bit, basis embedding-pca-v2" in out  # rank 256 capped at the tiny width
 
 
@@ -153,7 +152,7 @@ def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tm
     assert container.read((tmp_path / "fp32.mz").read_bytes()).header["settings"]["precision"] == "fp32"
     assert run("info", tmp_path / "default.mz") == 0
     out = capsys.readouterr().out
-    assert "of them not tried" in out
+    assert "tokens coded with the model's probabilities" in out
     assert "engine:          exact-1" in out and "decoding rows" not in out and "threads" not in out
     assert run("c", text_file, "-o", tmp_path / "one.mz", "--model", tiny_model_dir, "--threads", "1", "-q") == 0
     assert (tmp_path / "one.mz").read_bytes() == (tmp_path / "default.mz").read_bytes()  # same file, any count

@@ -1,6 +1,5 @@
 import hashlib
 import json
-import struct
 
 import pytest
 import zstandard
@@ -8,11 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.fuzz import section_offsets
 from memzip import container
 from memzip.codes import VectorSpec
-from memzip.rankcoder import encode_ranks
-from memzip.container import KIND_RAW, KIND_WINDOW, Container
+from memzip.container import KIND_RAW, KIND_WINDOW, Container, section_offsets
 from memzip.errors import ContainerError
 
 HIDDEN = 8
@@ -44,11 +41,10 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "engine": "exact-1",
         "vectors": dict(vectors),
         "original_size": 100,
-        "original_sha256": hashlib.sha256(original).hexdigest(),
         "settings": {"lr": 0.01},
-        "stats": {"windows": 2},
     }
-    return Container(header, list(segments), codes_for(n, vectors), fallback)
+    streams = [bytes([(17 * (i + 1)) % 255 + 1]) * (i + 1) for i in range(n)]  # opaque to the container: non-empty
+    return Container(header, list(segments), codes_for(n, vectors), fallback, streams, container.original_checksum(original))
 
 
 def reseal(body: bytes) -> bytes:
@@ -65,7 +61,7 @@ def test_round_trip(vectors):
     assert back.segments == c.segments
     assert back.codes == c.codes and len(c.codes) == 2 * back.vector_spec.code_bytes(HIDDEN)
     assert back.vector_spec == (VectorSpec("compact", 4, 4) if vectors is COMPACT else VectorSpec("full"))
-    assert back.fallback == c.fallback
+    assert back.fallback == c.fallback and back.streams == c.streams and back.checksum == c.checksum
     assert back.sizes == c.sizes
 
 
@@ -83,10 +79,28 @@ def test_writer_refuses_codes_no_reader_would_accept():
         container.write(c)
 
 
-def test_layout_starts_with_magic_and_version():
-    blob = container.write(make())
-    assert blob[:8] == b"\x89MZP\r\n\x1a\n"
-    assert struct.unpack_from("<H", blob, 8)[0] == container.FORMAT_VERSION
+def test_layout_starts_with_magic_and_version_and_ends_with_checksums():
+    c = make()
+    blob = container.write(c)
+    assert blob[:4] == b"\x89MZP" and blob[4] == container.FORMAT_VERSION == 9
+    assert blob[5] == container.PROFILE_JSON  # the tiny test header is not the default model's
+    assert blob[-8:-4] == hashlib.sha256(b"x").digest()[:4] == c.checksum
+    assert blob[-4:] == hashlib.sha256(blob[:-4]).digest()[:4]
+
+
+def test_the_writer_refuses_missing_streams_or_checksum():
+    c = make()
+    c.streams = c.streams[:1]
+    with pytest.raises(ValueError, match="token stream"):
+        container.write(c)
+    c = make()
+    c.streams[0] = b""
+    with pytest.raises(ValueError, match="token stream"):
+        container.write(c)
+    c = make()
+    c.checksum = b"short"
+    with pytest.raises(ValueError, match="checksum"):
+        container.write(c)
 
 
 def test_every_truncation_is_an_error():
@@ -97,14 +111,12 @@ def test_every_truncation_is_an_error():
 
 
 def _predicted():
-    c = make(vectors={"code": "none"})
-    c.ranks = [0, 3, 17, 0, 260]
-    return c
+    return make(vectors={"code": "none"})
 
 
 @pytest.mark.parametrize("build", [make, _predicted])
 def test_every_flipped_bit_is_an_error(build):
-    """Header, segment table, vectors, ranks, fallback and the checksum itself: every single-bit flip."""
+    """Header, segment table, vectors, streams, fallback and both checksums: every single-bit flip."""
     blob = container.write(build())
     for i in range(len(blob)):
         for bit in range(8):
@@ -116,16 +128,19 @@ def test_every_flipped_bit_is_an_error(build):
 
 def test_newer_version_is_named_in_the_error():
     blob = bytearray(container.write(make()))
-    struct.pack_into("<H", blob, 8, container.FORMAT_VERSION + 1)
+    blob[4] = container.FORMAT_VERSION + 1
     with pytest.raises(ContainerError, match=f"version {container.FORMAT_VERSION + 1} .*newer memzip"):
         container.read(bytes(blob))
 
 
 def test_older_version_is_refused_by_number():
     blob = bytearray(container.write(make()))
-    struct.pack_into("<H", blob, 8, 1)
-    with pytest.raises(ContainerError, match="version 1 is not supported"):
+    blob[4] = 8
+    with pytest.raises(ContainerError, match="version 8 is not supported"):
         container.read(bytes(blob))
+    format8 = b"\x89MZP\r\n\x1a\n\x08\x00" + bytes(20)  # format 8's 8-byte magic and u16 version
+    with pytest.raises(ContainerError, match="not supported"):
+        container.read(format8)
 
 
 def test_not_a_memzip_file():
@@ -134,13 +149,28 @@ def test_not_a_memzip_file():
             container.read(blob)
 
 
+def _header_span(blob: bytes) -> tuple[int, int]:
+    """(start, end) of the JSON header's zstd frame: byte 5 is the profile, then its varint length."""
+    assert blob[5] == container.PROFILE_JSON
+    r = container.Reader(blob)
+    r.pos = 6
+    n = r.varint("header length")
+    return r.pos, r.pos + n
+
+
+def _with_packed_header(packed: bytes, blob: bytes | None = None) -> bytes:
+    blob = blob or container.write(make())
+    start, end = _header_span(blob)
+    head = blob[:5] + bytes([container.PROFILE_JSON]) + container.varint(len(packed))
+    return reseal(head + packed + blob[end : -container.TRAILER_LEN])
+
+
 def _with_header(mutate):
     blob = container.write(make())
-    (hlen,) = struct.unpack_from("<I", blob, 10)
-    header = container.unpack_header(blob[14:14 + hlen])
+    start, end = _header_span(blob)
+    header = container.unpack_header(blob[start:end])
     mutate(header)
-    new = container.pack_header(header)
-    return reseal(blob[:10] + struct.pack("<I", len(new)) + new + blob[14 + hlen:-container.TRAILER_LEN])
+    return _with_packed_header(container.pack_header(header), blob)
 
 
 @pytest.mark.parametrize(
@@ -169,7 +199,9 @@ def _with_header(mutate):
         lambda h: h.update(original_size=-1),
         lambda h: h.update(original_size=3),  # smaller than the raw spans
         lambda h: h.update(hidden_size=3),  # narrower than the rank of the codes
-        lambda h: h.update(original_sha256="xyz"),
+        lambda h: h.update(original_sha256="00" * 32),  # format 8's fields are unknown to format 9
+        lambda h: h.update(stats={}),
+        lambda h: h.update(model_fingerprint="AB" * 32),
         lambda h: h.update(prefix_id=True),
         lambda h: h.update(window=container.MAX_WINDOW_TOKENS + 1),
         lambda h: h.update(window=0),
@@ -198,22 +230,24 @@ def test_raw_lengths_must_match_the_fallback_even_with_a_valid_trailer():
 
 
 def _zstd(data: bytes, **options) -> bytes:
+    """A zstd frame as the container stores it: without its 4-byte magic."""
     import zstandard
 
-    return zstandard.ZstdCompressor(**options).compress(data) if data else b""
+    return zstandard.ZstdCompressor(**options).compress(data)[4:] if data else b""
 
 
-def _write_unchecked(c: Container, codes_section: bytes | None = None, ranks_section: bytes | None = None) -> bytes:
-    """Serialize without the writer's own validation of codes vs segments."""
+def _write_unchecked(c: Container, codes_section: bytes | None = None, tokens_section: bytes | None = None) -> bytes:
+    """Serialize without the writer's own validation of codes, streams vs segments."""
     header = container.pack_header(c.header)
     table = container.pack_segments(c.segments)
-    parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
+    parts = [container.MAGIC, container.varint(container.FORMAT_VERSION), header]
     codes = _zstd(c.codes) if codes_section is None else codes_section
-    if ranks_section is None:
-        ranks_section = encode_ranks([0] * sum(n for k, n in c.segments if k == KIND_WINDOW))
-    for section in (table, codes, ranks_section, _zstd(c.fallback)):
+    if tokens_section is None:
+        windows = sum(1 for k, _ in c.segments if k == KIND_WINDOW)
+        tokens_section = container.pack_streams([b"\x01"] * windows)
+    for section in (table, codes, tokens_section, _zstd(c.fallback)):
         parts += [container.varint(len(section)), section]
-    return reseal(b"".join(parts))
+    return reseal(b"".join(parts) + c.checksum)
 
 
 @pytest.mark.parametrize("segments", [((KIND_WINDOW, 0),), ((KIND_RAW, 0),), ((KIND_WINDOW, 5),), ((KIND_WINDOW, 1 << 17),)])
@@ -289,23 +323,19 @@ def test_section_lengths_must_be_canonical():
 
 
 def test_huge_header_length_is_refused_before_reading():
-    blob = bytearray(container.write(make())[: -container.TRAILER_LEN])
-    struct.pack_into("<I", blob, 10, 0xFFFFFFFF)
-    with pytest.raises(ContainerError, match="truncated"):
-        container.read(reseal(bytes(blob)))
-
-
-def _with_packed_header(packed: bytes) -> bytes:
     blob = container.write(make())
-    rest = blob[14 + struct.unpack_from("<I", blob, 10)[0]:-container.TRAILER_LEN]
-    return reseal(blob[:10] + struct.pack("<I", len(packed)) + packed + rest)
+    start, end = _header_span(blob)
+    bad = blob[:6] + container.varint(0xFFFFFFFF) + blob[start : -container.TRAILER_LEN]
+    with pytest.raises(ContainerError, match="truncated"):
+        container.read(reseal(bad))
 
 
 @pytest.mark.parametrize(
     "packed, message",
     [
         (b'{"memzip_version": "0"}', "not a valid zstd frame"),  # plain JSON, as format 3 stored it
-        (zstandard.ZstdCompressor(write_content_size=False).compress(b"{}"), "must declare"),
+        (zstandard.ZstdCompressor(write_content_size=False).compress(b"{}")[4:], "must declare"),
+        (zstandard.ZstdCompressor().compress(b"{}"), "not a valid zstd frame"),  # a frame with its magic
         (_zstd(b" " * (container.MAX_HEADER_BYTES + 1)), "must declare"),
         (_zstd(b"\xff{}"), "not valid JSON"),
         (_zstd(b"[1]"), "not a JSON object"),
@@ -321,7 +351,8 @@ def test_header_is_stored_compressed():
     c = make()
     blob = container.write(c)
     plain = json.dumps(c.header, sort_keys=True, separators=(",", ":")).encode()
-    assert c.sizes["header"] == struct.unpack_from("<I", blob, 10)[0] < len(plain)
+    start, end = _header_span(blob)
+    assert c.sizes["header"] == end - 5 and end - start < len(plain) // 4
 
 
 def test_raw_spans_claiming_more_than_zstd_can_expand_are_refused():
@@ -336,13 +367,12 @@ def test_decompression_bomb_beyond_the_declared_size_is_refused():
     import zstandard
 
     c = make(segments=((KIND_RAW, 10),), fallback=b"")
-    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))
-    header = container.pack_header(c.header)
-    parts = [container.MAGIC, struct.pack("<HI", container.FORMAT_VERSION, len(header)), header]
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(bytes(50_000_000))[4:]
+    parts = [container.MAGIC, container.varint(container.FORMAT_VERSION), container.pack_header(c.header)]
     for section in (container.pack_segments([(KIND_RAW, 10)]), b"", b"", bomb):
         parts += [container.varint(len(section)), section]
     with pytest.raises(ContainerError, match="fallback"):
-        container.read(reseal(b"".join(parts)))
+        container.read(reseal(b"".join(parts) + c.checksum))
 
 
 @settings(max_examples=300, deadline=None)
@@ -362,18 +392,20 @@ def test_fuzz_mutations_give_only_container_errors(data):
         pass
 
 
-def test_ranks_round_trip_and_are_read_strictly():
+def test_one_stream_per_window_is_read_strictly():
     c = make(vectors={"code": "none"})
-    assert c.codes == b""
-    c.ranks = [0, 5, 49151, 2, 0]
     back = container.read(container.write(c))
-    assert back.ranks == c.ranks and back.window_ranks() == [[0, 5, 49151], [2, 0]]
-    good = encode_ranks(c.ranks)
-    for section, message in ((good + b"\x00", "canonical"), (b"", "missing")):
-        with pytest.raises(ContainerError, match="ranks section"):
-            container.read(_write_unchecked(c, ranks_section=section))
-    with pytest.raises(ValueError, match="one rank per window token"):
-        container.write(make(vectors={"code": "none"}).__class__(c.header, c.segments, b"", c.fallback, ranks=[1, 2]))
+    assert back.streams == c.streams == [b"\x12", b"\x23\x23"]
+    v = container.varint
+    assert container.pack_streams(c.streams) == v(1) + b"\x12" + b"\x23\x23"  # the last fills the section
+    for section, message in (
+        (v(1) + b"\x12", "last token stream is empty"),  # one stream for two windows
+        (v(0) + b"\x23", "empty"),
+        (v(5) + b"\x23", "truncated"),
+        (b"", "truncated"),
+    ):
+        with pytest.raises(ContainerError, match=message):
+            container.read(_write_unchecked(c, tokens_section=section))
 
 
 def test_windows_cannot_claim_more_tokens_than_the_file_has_bytes():
@@ -388,18 +420,16 @@ def test_the_header_dictionary_is_the_one_the_format_pins():
     digest = hashlib.sha256(container.HEADER_DICTIONARY).hexdigest()
     assert digest == container.HEADER_DICTIONARY_SHA256
     assert digest in (Path(__file__).parent.parent / "docs" / "FORMAT.md").read_text()
-    typical = container.pack_header(make().header)
+    typical = container.pack_json(make().header)
     assert len(typical) < len(container.zstd_frame(json.dumps(make().header).encode()))
     assert container.unpack_header(typical) == make().header
 
 
-def test_windows_and_raw_spans_round_trip_with_their_ranks():
+def test_windows_and_raw_spans_round_trip_with_their_streams():
     segments = [(KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)]
     c = make(segments=segments, vectors={"code": "none"})
-    c.ranks = [0, 1, 2, 3, 4]
     back = container.read(container.write(c))
-    assert back.segments == segments and back.window_lengths == [3, 2]
-    assert back.window_ranks() == [[0, 1, 2], [3, 4]]
+    assert back.segments == segments and back.window_lengths == [3, 2] and back.streams == c.streams
 
 
 @pytest.mark.parametrize("table", [b"\x86\x00", b"\x86", b"\x06\xff"])  # overlong, cut, cut after an entry
@@ -411,3 +441,26 @@ def test_segment_entries_are_canonical_varints(table):
     assert bad != good
     with pytest.raises(ContainerError, match="segment entry"):
         container.read(reseal(bad[: -container.TRAILER_LEN]))
+
+
+def test_the_default_profile_holds_the_packaged_models_header_in_a_few_bytes():
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.6.0", "original_size": 1335, "window": 286}
+    packed = container.pack_header(header)
+    assert packed == bytes([container.PROFILE_DEFAULT]) + container.varint(1335) + container.varint(286)
+    c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01\x02"], container.original_checksum(b"x"))
+    back = container.read(container.write(c))
+    assert back.header == {**header, "memzip_version": ""} and back.sizes["header"] == 5  # the version is not kept
+    other = {**header, "prefix_id": 1}  # anything else goes to JSON
+    assert container.pack_header(other)[0] == container.PROFILE_JSON
+
+
+def test_a_json_header_the_default_profile_would_hold_is_not_canonical():
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.6.0", "original_size": 1335, "window": 286}
+    c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01"], container.original_checksum(b"x"))
+    blob = container.write(c)
+    frame = container.pack_json(header)
+    json_blob = blob[:5] + bytes([container.PROFILE_JSON]) + container.varint(len(frame)) + frame + blob[10:-4]
+    with pytest.raises(ContainerError, match="not canonical"):
+        container.read(reseal(json_blob))
+    with pytest.raises(ContainerError, match="profile 7 is unknown"):
+        container.read(reseal(blob[:5] + b"\x07" + blob[6:-4]))

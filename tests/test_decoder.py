@@ -1,5 +1,5 @@
-"""Replay on the exact engine: ranks computed all at once are the ranks decoding follows, whatever the
-batching; memory vectors are accepted only with the margin asked for."""
+"""Replay on the exact engine: distributions computed all at once are those decoding follows, whatever
+the batching; memory vectors are accepted only with the margin asked for."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ import memzip.decoder as decoder
 from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
 from memzip.codec import stored_vectors
 from memzip.codes import VectorCode, VectorSpec
-from memzip.decoder import decode_windows, rank_windows, reproduces
+from memzip.decoder import code_windows, decode_windows, rank_windows, reproduces
 from tiny import TRAINING_TEXT
 
 SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0), store="always", vectors=VectorSpec("compact"))
@@ -20,30 +20,34 @@ def _windows(lm, size=9, text=TRAINING_TEXT[:200]):
 
 
 @pytest.mark.parametrize("with_vectors", [False, True])
-def test_ranks_decode_back_to_the_windows_whatever_the_batches(lm, monkeypatch, with_vectors):
+def test_streams_decode_back_to_the_windows_whatever_the_batches(lm, monkeypatch, with_vectors):
     windows = _windows(lm)
     vectors = None
     if with_vectors:
         code = VectorCode(VectorSpec("full"), lm)
         vectors = code.rebuild(code.quantize(torch.randn(len(windows), lm.hidden_size, generator=torch.Generator().manual_seed(1))))
-    ranks = rank_windows(lm, windows, vectors)
-    assert any(r > 0 for row in ranks for r in row)  # the model is not perfect: the ranks carry information
+    streams, bits = code_windows(lm, windows, vectors)
+    assert all(8 * len(s) >= b for s, b in zip(streams, bits))  # no stream beats its information
+    assert sum(8 * len(s) for s in streams) <= sum(bits) + 16 * len(streams)  # nor costs much more
     for rows, positions in ((64, 4096), (1, 4096), (3, 20)):  # batching is not part of the format
         monkeypatch.setattr(decoder, "MAX_ROWS", rows)
         monkeypatch.setattr(decoder, "PREFILL_POSITIONS", positions)
-        assert rank_windows(lm, windows, vectors) == ranks
-        assert decode_windows(lm, [len(w) for w in windows], ranks, vectors) == windows
+        assert code_windows(lm, windows, vectors)[0] == streams
+        assert decode_windows(lm, [len(w) for w in windows], streams, vectors) == windows
 
 
-def test_greedy_decoding_is_rank_zero_everywhere(lm):
+def test_greedy_decoding_is_rank_zero_everywhere_and_costs_little(lm):
     windows = _windows(lm, 6)[:4]
     greedy = decode_windows(lm, [len(w) for w in windows])
     assert rank_windows(lm, greedy) == [[0] * len(w) for w in greedy]
+    _, bits = code_windows(lm, greedy)
+    _, bits_text = code_windows(lm, windows)
+    assert sum(bits) < sum(bits_text)  # the likeliest tokens are the cheapest
 
 
 def test_decoding_rejects_malformed_requests(lm):
     with pytest.raises(ValueError):
-        decode_windows(lm, [2, 3], [[0, 0]])
+        decode_windows(lm, [2, 3], [b"\x00"])
     with pytest.raises(ValueError):
         rank_windows(lm, [[1, 2], []])
     with pytest.raises(ValueError):

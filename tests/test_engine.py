@@ -78,6 +78,18 @@ def test_c_kernels_and_torch_reference_agree_bit_for_bit(lm):
     assert torch.equal(ranks, t.ranks(hidden, rows, tokens))
     assert torch.equal(c.select(hidden, rows, ranks), tokens)
     assert torch.equal(t.select(hidden, rows, ranks), tokens)
+    assert torch.equal(c.frequencies(hidden, rows), t.frequencies(hidden, rows))
+
+
+def test_token_distributions_are_integer_and_close_to_the_softmax(lm):
+    ids = _ids(lm, rows=2, n=20)
+    hidden = lm.engine.forward(lm.engine.embed(ids), lm.engine.new_cache(2, 20))
+    rows = torch.arange(40)
+    freq = lm.engine.frequencies(hidden, rows)
+    total = freq.sum(dim=1)
+    assert freq.dtype == torch.int64 and freq.min() >= 1 and total.max() <= 1 << 24
+    p = torch.softmax(lm.engine.logits(hidden, rows), dim=-1)
+    assert ((freq.double() / total[:, None]) - p).abs().max() < 1e-3
 
 
 def test_one_and_two_threads_give_the_same_bits(lm):
@@ -156,6 +168,7 @@ def test_tables_are_the_pinned_bits():
     """Built by exact construction (Python's decimal arithmetic), so the same on every machine."""
     assert _digest(tables.exp_table()) == "546582a68fd0f140a130438adf6f5d9b28a32db02f88168e355e56d7bdca49a0"
     assert _digest(tables.sigmoid_table()) == "972d107f9817c4f3fa500975ac44b6a0708ebf221d386d46819989d577bd14e2"
+    assert _digest(tables.code_table()) == "17c063b3037b5d58690af946db0c1adb4e3ab709c1b0409c3baa484c34738a79"
     cos, sin = tables.rope_tables(100000.0, 64)
     assert _digest(cos) == "3de1b2e51f3a671f523f2724124cfb390c144052d74aae1c44d4ab30f56654cd"
     assert _digest(sin) == "7223b2c988a2feb11e26000cfedb2b33253d9b6b17c9ea71a8270628f20ccb0e"

@@ -1,4 +1,4 @@
-"""Predicted windows (the default, no memory vectors): tokens stored as their ranks under the model."""
+"""Predicted windows (the default, no memory vectors): tokens coded with the model's probabilities."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from memzip import CompressSettings, codec, compress, container, decompress
 from memzip.codes import VectorSpec
 from memzip.engine.forward import Engine, rank_of, select_rank
-from memzip.errors import ContainerError
+from memzip.errors import ContainerError, SettingsError
 from memzip.optimizer import OptimizerSettings
 from tiny import TRAINING_TEXT, tiny_lm
 
@@ -44,16 +44,15 @@ def test_default_settings_round_trip_anything(lm, data):
     assert report[0].vectors == 0 and report[0].steps == []
 
 
-def test_predicted_windows_store_ranks_and_beat_raw_on_text_the_model_knows(lm):
+def test_predicted_windows_store_token_streams_and_beat_raw_on_text_the_model_knows(lm):
     data = TRAINING_TEXT[:300].encode()
     report = []
     blob = compress(data, lm, PREDICT, report=report)
     c = container.read(blob)
     r = report[0]
     assert r.predicted == r.windows == c.window_count > 1 and r.fallback_windows == 0
-    assert len(c.ranks) == sum(c.window_lengths) and c.sizes["ranks"] > 0
-    assert c.header["stats"]["predicted_windows"] == r.predicted
-    assert c.sizes["ranks"] < len(container.zstd_frame(data))  # the tiny model learned this text
+    assert len(c.streams) == c.window_count and c.sizes["tokens"] > 0
+    assert c.sizes["tokens"] < len(container.zstd_frame(data))  # the tiny model learned this text
     assert decompress(blob, lm) == data
 
 
@@ -67,13 +66,20 @@ def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
     assert decompress(blob, lm) == data
 
 
-def test_default_window_grows_with_the_input():
+def test_levels_cut_files_into_equal_rows_of_at_most_their_length():
     none, full = VectorSpec("none"), VectorSpec("full")
     assert codec.default_window(full, 10_000) == codec.DEFAULT_WINDOW
-    lo, hi = codec.PREDICT_WINDOW_RANGE
-    assert codec.default_window(none, 10) == lo
-    assert codec.default_window(none, hi * codec.PARALLEL_ROWS) == hi
-    assert lo < codec.default_window(none, hi * codec.PARALLEL_ROWS // 2) < hi
+    for level, longest in codec.LEVEL_ROWS.items():
+        assert codec.default_window(none, 10, level) == 10  # one row holds a short file whole
+        assert codec.default_window(none, longest + 1, level) == longest // 2 + 1  # two equal rows
+        assert codec.default_window(none, 3 * longest - 1, level) == longest
+        split = level < 9 and longest > codec.SPLIT_TOKENS
+        assert codec.default_window(none, longest, level) == (longest // 2 if split else longest)
+    assert codec.default_window(none, codec.SPLIT_TOKENS, 7) == codec.SPLIT_TOKENS  # one row up to the split
+    assert codec.default_window(none, codec.SPLIT_TOKENS + 2, 7) == codec.SPLIT_TOKENS // 2 + 1
+    assert [codec.LEVEL_ROWS[k] for k in sorted(codec.LEVEL_ROWS)] == sorted(codec.LEVEL_ROWS.values())
+    with pytest.raises(SettingsError):
+        CompressSettings(level=0)
 
 
 def _count_forwards(monkeypatch) -> list[int]:
@@ -100,22 +106,24 @@ def test_compression_evaluates_windows_all_at_once_and_decompression_one_token_a
     assert decompress(blob, lm) == data and len(calls) == max(c.window_lengths)
 
 
-def test_a_rank_beyond_the_vocabulary_is_refused_before_decoding(lm):
+def test_a_stream_that_is_not_the_encoders_is_refused(lm):
+    """Padding a window's stream decodes the same tokens, but no encoder writes it: refused."""
     data = TRAINING_TEXT[:40].encode()
     c = container.read(compress(data, lm, PREDICT))
-    c.ranks = [len(lm.tokenizer) + 5] + c.ranks[1:]
-    with pytest.raises(ContainerError, match="beyond the vocabulary"):
+    c.streams[0] = c.streams[0] + b"\x00"
+    with pytest.raises(ContainerError, match="not what the encoder writes"):
         decompress(container.write(c), lm)
 
 
-def test_memory_vector_files_store_all_zero_ranks(lm):
+def test_memory_vector_files_code_their_tokens_given_the_vectors(lm):
     settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8),
                                 vectors=VectorSpec("full"), store="always")
     c = container.read(compress(TRAINING_TEXT[:40].encode(), lm, settings))
-    assert c.window_count > 0 and set(c.ranks) == {0} and c.sizes["ranks"] <= 4
+    # every vector regenerates its window greedily, so its tokens are the likeliest: short streams
+    assert c.window_count > 0 and all(len(s) <= 2 for s in c.streams)
 
 
-def test_windows_not_worth_their_ranks_are_stored_raw(lm):
+def test_windows_not_worth_their_streams_are_stored_raw(lm):
     data = TRAINING_TEXT[:300].encode() + bytes(range(32, 127)) * 2  # the model knows the first part only
     report = []
     blob = compress(data, lm, CompressSettings(window=8), report=report)
@@ -143,7 +151,7 @@ def test_thread_counts_change_nothing_in_the_file_or_the_output(lm):
         torch.set_num_threads(before)
 
 
-def test_ranks_and_decoding_agree_between_kernel_implementations(lm):
+def test_files_agree_between_kernel_implementations(lm):
     """A file made with the C kernels decodes with the PyTorch reference, and the other way round."""
     data = TRAINING_TEXT[:150].encode()
     c_lm, t_lm = tiny_lm(kernels="c"), tiny_lm(kernels="torch")

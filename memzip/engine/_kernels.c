@@ -464,6 +464,52 @@ static PyObject *py_ranks(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* token frequencies of one row from its logits l (overwritten): mirrors forward.token_frequencies */
+CLONES static void code_positions(double *l, Py_ssize_t v, double top) {
+    for (Py_ssize_t j = 0; j < v; j++) {
+        double g = (top - l[j]) * EXP_STEP;
+        l[j] = g > EXP_RANGE * EXP_STEP ? EXP_RANGE * EXP_STEP : g;
+    }
+}
+
+CLONES static int64_t code_round(double *pos, const double *t, const double *s, Py_ssize_t v, int64_t *e) {
+    int64_t total = 0;
+    for (Py_ssize_t j = 0; j < v; j++) {
+        e[j] = (int64_t)round_even(t[j] + s[j] * pos[j]);
+        total += e[j];
+    }
+    return total;
+}
+
+CLONES static void code_scale(int64_t *e, Py_ssize_t v, int64_t spare, int64_t total) {
+    for (Py_ssize_t j = 0; j < v; j++) e[j] = 1 + (e[j] * spare) / total; /* non-negative: floor */
+}
+
+/* frequencies(acc_hi, acc_lo, m, vocab, scale, factor, table, steps, spare, out int64 [m, vocab]) */
+static PyObject *py_frequencies(PyObject *self, PyObject *args) {
+    unsigned long long ah, al, scale, factor, table, steps, out;
+    Py_ssize_t m, v;
+    long long spare;
+    if (!PyArg_ParseTuple(args, "KKnnKKKKLK", &ah, &al, &m, &v, &scale, &factor, &table, &steps, &spare, &out))
+        return NULL;
+    double *l = malloc(sizeof(double) * (size_t)(3 * v));
+    int32_t *index = malloc(sizeof(int32_t) * (size_t)v);
+    if (!l || !index) { free(l); free(index); return PyErr_NoMemory(); }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t r = 0; r < m; r++) {
+        int64_t *e = PTR(int64_t, out) + r * v;
+        linear_row(PTR(int32_t, ah) + r * v, PTR(int32_t, al) + r * v, v, PTR(double, scale), PTR(double, factor)[r], l, 0);
+        code_positions(l, v, max_of(l, v));
+        positions(l, v, index);
+        lookup(PTR(double, table), PTR(double, steps), index, v, l + v, l + 2 * v);
+        int64_t total = code_round(l, l + v, l + 2 * v, v, e);
+        code_scale(e, v, (int64_t)spare, total);
+    }
+    Py_END_ALLOW_THREADS
+    free(l); free(index);
+    Py_RETURN_NONE;
+}
+
 /* order: decreasing logit, lower id first on ties (a total order on ids) */
 static inline int before(const double *l, int64_t a, int64_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); }
 
@@ -515,6 +561,7 @@ static PyObject *py_select(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"ranks", py_ranks, METH_VARARGS, "Rank of each row's token under the head's logits."},
+    {"frequencies", py_frequencies, METH_VARARGS, "Integer token distributions for coding."},
     {"select", py_select, METH_VARARGS, "Token at each row's rank under the head's logits."},
     {"normalize", py_normalize, METH_VARARGS, "RMSNorm rows, quantized as int8 halves; row factors."},
     {"quantize", py_quantize, METH_VARARGS, "Quantize rows as int8 halves; units."},

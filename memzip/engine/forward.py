@@ -95,6 +95,8 @@ class Engine:
         self._cos, self._sin = cos.to(self.device), sin.to(self.device)
         self._exp = tables.exp_table().to(self.device)
         self._exp_steps = (self._exp[1:] - self._exp[:-1]).contiguous()
+        self._code = tables.code_table().to(self.device)
+        self._code_steps = (self._code[1:] - self._code[:-1]).contiguous()
         self._sig = tables.sigmoid_table().to(self.device)
         self._sig_steps = (self._sig[1:] - self._sig[:-1]).contiguous()
 
@@ -176,6 +178,34 @@ class Engine:
     def select(self, hidden: Hidden, rows: torch.Tensor, ranks: torch.Tensor) -> torch.Tensor:
         """The token at rank ``ranks[i]`` in the logits of position ``rows[i]`` (inverse of ``ranks``)."""
         return self._head_map(hidden, rows, ranks, "select", select_rank)
+
+    @torch.no_grad()
+    def frequencies(self, hidden: Hidden, rows: torch.Tensor) -> torch.Tensor:
+        """The integer token distribution at positions ``rows`` (int64 [k, vocab]): every token at least
+        1, total at most 2**CODE_BITS (docs/ENGINE.md, *Token probabilities*). Made exactly from the
+        logits: top = max l; g_j = min((top - l_j) * 256, 8192); e_j = round(interp(CODE, g_j));
+        F_j = 1 + (e_j * (2**CODE_BITS - vocab)) // sum(e)."""
+        rows = rows.reshape(-1).long()
+        out = torch.empty((rows.shape[0], self.config.vocab), dtype=torch.int64, device=self.device)
+        vocab, spare = self.config.vocab, (1 << CODE_BITS) - self.config.vocab
+        for start in range(0, rows.shape[0], self.HEAD_ROWS):
+            part = slice(start, start + self.HEAD_ROWS)
+            halves, factor = self._head_input(hidden, rows[part])
+            if self.kernels == "c":
+                acc, m = arith.int_mm(halves, self._head), factor.shape[0]
+                row = vocab * 4
+                result = out[part]
+
+                def run(a, b, acc=acc, factor=factor, result=result, m=m):
+                    _kernels.frequencies(acc.data_ptr() + a * row, acc.data_ptr() + (m + a) * row, b - a, vocab,
+                                         self._head_scale.data_ptr(), factor.data_ptr() + 8 * a, self._code.data_ptr(),
+                                         self._code_steps.data_ptr(), spare, result.data_ptr() + 8 * a * vocab)
+
+                _split(m, run, min_rows=2)
+            else:
+                logits = arith.linear(halves, self._head, self._head_scale, factor)
+                out[part] = token_frequencies(logits, self._code, self._code_steps, spare)
+        return out
 
     def _head_input(self, hidden: Hidden, rows: torch.Tensor | None):
         m = hidden.factor.shape[0]
@@ -302,6 +332,18 @@ class Engine:
         o = torch.div(o, torch.mul(scale, total))
         o = o.reshape(rows, c.kv_heads, group, n, c.head_dim).permute(0, 3, 1, 2, 4)
         return o.reshape(rows * n, c.heads * c.head_dim)
+
+
+CODE_BITS = 24  # token frequencies sum to at most 2**24
+
+
+def token_frequencies(logits: torch.Tensor, table: torch.Tensor, steps: torch.Tensor, spare: int) -> torch.Tensor:
+    """The PyTorch reference of Engine.frequencies, from float64 logits [k, vocab]."""
+    top = logits.amax(dim=-1, keepdim=True)
+    position = torch.mul(torch.sub(top, logits), _c(tables.EXP_STEP, logits)).clamp_(max=tables.EXP_RANGE * tables.EXP_STEP)
+    e = torch.round(arith.interpolate(table, steps, position)).to(torch.int64)
+    total = e.sum(dim=-1, keepdim=True)  # exact: below 2**32 * vocab
+    return torch.div(e * spare, total, rounding_mode="floor") + 1
 
 
 def rank_of(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

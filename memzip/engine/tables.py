@@ -6,6 +6,7 @@ integer). No libm function is involved, so the tables are the same bits on every
 SHA-256 is part of the engine fingerprint (memzip.engine.weights).
 
 * ``exp_table()``: ``round(2**16 * exp(-i / 256))`` for i = 0 .. 8193, integers (softmax weights);
+* ``code_table()``: ``round(2**32 * exp(-i / 256))``, the same at coding precision (token probabilities);
 * ``sigmoid_table()``: ``1 / (1 + exp(-x))`` at x = -16 + i / 64, i = 0 .. 2049 (SiLU);
 * ``rope_tables(base, dim)``: cos and sin of ``p * base**(-2i/dim)`` for positions p < MAX_POSITIONS,
   made from two exact tables (p = 64a + b) combined by one complex product in float64, op by op.
@@ -37,6 +38,21 @@ def exp_table() -> torch.Tensor:
     with localcontext() as ctx:
         ctx.prec = _PREC
         values = [int((Decimal(EXP_ONE) * (Decimal(-i) / EXP_STEP).exp()).to_integral_value()) for i in range(n)]
+    values.append(values[-1])
+    return torch.tensor(values, dtype=torch.float64)
+
+
+CODE_ONE = 1 << 32  # exp(0) in the coding table's integer units
+
+
+@functools.lru_cache(maxsize=None)
+def code_table() -> torch.Tensor:
+    """float64 [EXP_RANGE * EXP_STEP + 2]: integers round(CODE_ONE * exp(-i / EXP_STEP)): the weights
+    from which token probabilities are made for coding (memzip.engine.forward.Engine.frequencies)."""
+    n = EXP_RANGE * EXP_STEP + 1
+    with localcontext() as ctx:
+        ctx.prec = _PREC
+        values = [int((Decimal(CODE_ONE) * (Decimal(-i) / EXP_STEP).exp()).to_integral_value()) for i in range(n)]
     values.append(values[-1])
     return torch.tensor(values, dtype=torch.float64)
 
