@@ -139,3 +139,20 @@ def test_peer_rows_run_the_peer_as_an_external_program(tmp_path):
 
     with pytest.raises(SystemExit):
         peers.parse("gzip=/tmp")
+
+
+def test_mixing_tool_measures_the_match_model_exactly(lm):
+    from bench import mixing
+    from memzip.decoder import code_windows
+    from tiny import TRAINING_TEXT
+
+    ids = lm.tokenizer(TRAINING_TEXT[:150], add_special_tokens=False)["input_ids"]
+    windows = [ids + ids + ids + ids[:20], ids[:30]]
+    bits = mixing.measure(lm, windows)
+    assert abs(bits["model"] - sum(code_windows(lm, windows)[1])) < 1e-6  # the format's own streams
+    assert bits["match, in window"] < 0.8 * bits["model"]  # exact repeats inside a window: the flag pays
+    guessed = mixing.guesses([[1, 2, 3, 9, 1, 2, 3, 7], [5, 1, 2, 3, 4]], across=True)
+    assert guessed[1][4] == (9, 3)  # the second window finds "1 2 3" in the first one's tokens so far
+    assert guessed[0][7] == (4, 3)  # the latest earlier "1 2 3" was in the second window
+    alone = mixing.guesses([[1, 2, 3, 9, 1, 2, 3, 7], [5, 1, 2, 3, 4]], across=False)
+    assert alone[0][7] == (9, 3) and alone[1][4] == (-1, 0)
