@@ -33,6 +33,8 @@ def _header_span(blob: bytes) -> tuple[int, int, int] | None:
         r = container.Reader(blob)
         r.pos = len(container.MAGIC)
         r.varint("version")
+        if r.take(1, "header profile")[0] != container.PROFILE_JSON:
+            return None  # the default profile's header is two varints: mutated like any other bytes
         at = r.pos
         n = r.varint("header length")
     except ContainerError:

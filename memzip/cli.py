@@ -67,17 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default 0.05 for compact codes, 0.01 for full vectors)")
     c.add_argument("--vectors", choices=CODES, default=v.code,
-                   help=f"memory vectors: none = no vector, each token stored as its rank under the model's "
-                   f"prediction (the compressor); compact = a quantized code in a basis derived from the "
+                   help=f"memory vectors: none = no vector, each token arithmetic-coded with the model's "
+                   f"probabilities (the compressor); compact = a quantized code in a basis derived from the "
                    f"model's embeddings (--rank, --bits); full = the whole bf16 vector, the paper's setting "
                    f"(default {v.code})")
     c.add_argument("--store", choices=STORE_POLICIES, default=STORE_POLICIES[0],
-                   help="smaller: store a window by the model (ranks or a vector) only where that is expected to be "
+                   help="smaller: store a window by the model (its coded tokens or a vector) only where that is expected to be "
                    "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
                    "(the paper's setting with vectors; expands text) (default smaller)")
     c.add_argument("--verify", action="store_true",
                    help="decode the finished file as memzip x will before writing it (takes as long as memzip x; "
-                   "the engine already makes compression's ranks exactly those decompression follows)")
+                   "the engine already makes compression's distributions exactly those decompression follows)")
     c.add_argument("--rank", type=int, default=v.rank, help=f"numbers per compact code, at most the model width (default {v.rank})")
     c.add_argument("--bits", type=int, default=v.bits, help=f"bits per number of a compact code (default {v.bits})")
     c.add_argument("--precision", choices=PRECISIONS, default=d.precision,
