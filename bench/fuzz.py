@@ -17,7 +17,7 @@ import random
 import sys
 import time
 
-from memzip import container
+from memzip.format import container
 from memzip.errors import ContainerError, MemzipError
 
 _HEADER_VALUES = [0, -1, 1, 2**31, 2**63, 2**64 + 5, 1.5, float("nan"), "", "x" * 300, None, True, [], {}, [1, 2],
@@ -120,7 +120,7 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     from memzip import CompressSettings, OptimizerSettings, compress
     from memzip.codes import VectorSpec
 
-    from tests.tiny import TRAINING_TEXT
+    from memzip.tiny import TRAINING_TEXT
 
     opt = OptimizerSettings(steps=60, lr=0.1, batch=8)
     compact = CompressSettings(window=4, optimizer=opt, store="always", vectors=VectorSpec("compact"))
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the result as JSON here")
     args = p.parse_args(argv)
-    from tests.tiny import tiny_lm
+    from memzip.tiny import tiny_lm
 
     result = run(args.cases, args.seed, tiny_lm())
     text = json.dumps(result, indent=1)

@@ -15,7 +15,8 @@ import json
 import time
 from pathlib import Path
 
-from memzip import CompressSettings, codec, compress, container, decompress
+from memzip import CompressSettings, codec, compress, decompress
+from memzip.format import container
 
 RESULTS = Path(__file__).resolve().parent / "results" / "levels"
 

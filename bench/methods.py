@@ -13,7 +13,8 @@ import brotli
 import pyppmd
 import zstandard
 
-from memzip import CompressSettings, codec, container
+from memzip import CompressSettings, codec
+from memzip.format import container
 
 CLASSIC = {
     "gzip -9": (lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),

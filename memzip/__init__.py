@@ -1,5 +1,5 @@
 """memzip: lossless text compression with a frozen language model, evaluated by an exact engine whose
-logits are the same bits on every machine: each token stored by its rank under the model's prediction
+logits are the same bits on every machine: each token arithmetic-coded with the model's probabilities
 (the default), or memory tokens (one optimized embedding per window).
 
 The public API (``compress``, ``decompress``, the settings and errors) is imported on first use, so that
@@ -12,14 +12,14 @@ __all__ = ["compress", "decompress", "CompressSettings", "CompressReport", "Opti
 
 
 def __getattr__(name):
-    if name in ("compress", "decompress", "CompressSettings", "CompressReport"):
+    if name in ("CompressSettings", "OptimizerSettings"):
+        from . import settings
+
+        return getattr(settings, name)
+    if name in ("compress", "decompress", "CompressReport"):
         from . import codec
 
         return getattr(codec, name)
-    if name == "OptimizerSettings":
-        from .optimizer import OptimizerSettings
-
-        return OptimizerSettings
     if name == "MemzipError":
         from .errors import MemzipError
 

@@ -47,9 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
-    from .codec import DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, STORE_POLICIES
-    from .codes import CODES, VectorSpec
-    from .optimizer import PRECISIONS, OptimizerSettings
+    from .format.vectors import CODES, VectorSpec
+    from .settings import DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, PRECISIONS, STORE_POLICIES, OptimizerSettings
 
     d, v = OptimizerSettings(), VectorSpec()
     levels = ", ".join(f"-{k} {n}" for k, n in LEVEL_ROWS.items())
@@ -180,21 +179,17 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 
 
 def _settings(args):
-    from .codec import CompressSettings
-    from .codes import MAX_BITS, MIN_BITS, VectorSpec
-    from .optimizer import OptimizerSettings
+    """The compression settings the options ask for (validated by memzip.settings, once)."""
+    from .settings import CompressSettings, OptimizerSettings, vector_spec
 
-    for name in ("window", "steps", "batch", "rank"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise UsageError(f"--{name} must be at least 1")
-    if not MIN_BITS <= args.bits <= MAX_BITS:
-        raise UsageError(f"--bits must be {MIN_BITS}..{MAX_BITS}")
-    if (args.lr is not None and not args.lr > 0) or args.margin < 0:
-        raise UsageError("--lr must be positive and --margin non-negative")
-    opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
-    spec = VectorSpec(args.vectors, args.rank, args.bits) if args.vectors == "compact" else VectorSpec(args.vectors)
-    return CompressSettings(window=args.window, optimizer=opt, vectors=spec, store=args.store, verify=args.verify,
-                            level=args.level)
+    from .errors import SettingsError
+
+    try:
+        opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
+        return CompressSettings(window=args.window, optimizer=opt, vectors=vector_spec(args.vectors, args.rank, args.bits),
+                                store=args.store, verify=args.verify, level=args.level)
+    except SettingsError as exc:
+        raise UsageError(f"--{exc}") from None  # each message starts with the setting's name: its option
 
 
 def _human(n: float) -> str:
@@ -260,7 +255,7 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
 
 
 def _info(path: str) -> None:
-    from . import container
+    from .format import container
 
     blob = _read_input(path)
     c = container.read(blob)
@@ -270,11 +265,12 @@ def _info(path: str) -> None:
     steps = h["settings"].get("steps_median")
     lines = [
         f"file:            {path}",
-        f"format:          version {container.FORMAT_VERSION}, written by memzip {h['memzip_version']}",
+        f"format:          version {container.FORMAT_VERSION}, "
+        + (f"written by memzip {h['memzip_version']}" if h["memzip_version"] else "default profile (writer's version not recorded)"),
         f"model:           {h['model_id']}",
         f"fingerprint:     {h['model_fingerprint']}",
         f"engine:          {h['engine']} (memzip's exact engine: the same logits on every machine)",
-        f"original:        {h['original_size']} bytes (sha256 {c.checksum.hex()}...)",
+        f"original:        {h['original_size']} bytes (checksum: SHA-256 begins {c.checksum.hex()})",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
         f"windows:         {c.window_count} of up to {h['window']} tokens, "

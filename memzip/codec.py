@@ -19,58 +19,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, replace
 
-from . import __version__, container
-from .codes import VectorCode, VectorSpec, basis_digest
-from .container import KIND_RAW, KIND_WINDOW, Container
+from . import __version__
+from .format import container
+from .codes import VectorCode, VectorSpec, basis_digest, header_field
+from .format.container import KIND_RAW, KIND_WINDOW, Container
 from .decoder import code_windows, decode_windows, reproduces
 from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .journal import Journal
 from .model import LanguageModel, load_model
-from .optimizer import OptimizerSettings, WindowResult, optimize_windows
+from .optimizer import WindowResult, optimize_windows
+from .settings import (DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, SPLIT_TOKENS, STORE_POLICIES,  # noqa: F401
+                       CompressSettings, OptimizerSettings, default_window)
 from .progress import Progress
 from .windows import Segment, segment
-
-DEFAULT_WINDOW = 16  # tokens per memory-vector window
-# Levels: the longest row (window) of tokens, each decoded as one sequence with its own context. Longer
-# rows give every token more context (smaller files); more rows decode in parallel (faster). A file's
-# rows are of equal length: ceil(tokens / rows) with the fewest rows the level allows. Below level 9, a
-# file of more than SPLIT_TOKENS tokens gets at least two rows: two rows decode almost as fast as one
-# each (a decoding step streams the weights once for all rows), for 2-3% more bytes (bench.levels).
-LEVEL_ROWS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 1024, 6: 2048, 7: 4096, 8: 8192, 9: 8192}
-SPLIT_TOKENS = 768
-DEFAULT_LEVEL = 7
-STORE_POLICIES = ("smaller", "always")
-
-
-def default_window(spec: VectorSpec, tokens: int, level: int = DEFAULT_LEVEL) -> int:
-    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows the
-    level's longest row, shortened to split ``tokens`` (about how many the input has) into equal rows."""
-    if spec.code != "none":
-        return DEFAULT_WINDOW
-    longest = LEVEL_ROWS[level]
-    rows = max(1, -(-tokens // longest), 2 if level < 9 and tokens > SPLIT_TOKENS else 1)
-    return max(1, min(longest, -(-tokens // rows)))
-
-
-@dataclass(frozen=True)
-class CompressSettings:
-    window: int | None = None  # tokens per window; None: default_window()
-    optimizer: OptimizerSettings = OptimizerSettings()
-    vectors: VectorSpec = VectorSpec()  # none (predicted windows), or how memory vectors are stored
-    # "smaller": a window is stored by the model (coded tokens or a vector) only when that is expected to be
-    # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
-    # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
-    store: str = "smaller"
-    verify: bool = False  # decode the finished container (as decompress does) before returning it
-    level: int = DEFAULT_LEVEL  # 1..9: rows of up to LEVEL_ROWS[level] tokens (without memory vectors)
-
-    def __post_init__(self) -> None:
-        if self.store not in STORE_POLICIES:
-            raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
-        if self.level not in LEVEL_ROWS:
-            raise SettingsError(f"level must be one of {sorted(LEVEL_ROWS)}")
-
 
 def percentile(values: list, q: float):
     """The value at quantile ``q`` (nearest rank, lower) of ``values``; None when empty."""
@@ -184,7 +146,7 @@ def compress(
         "prefix_id": lm.prefix_id,
         "hidden_size": lm.hidden_size,
         "window": settings.window,
-        "vectors": code.spec.header(lm),
+        "vectors": header_field(code.spec, lm),
         "original_size": len(data),
         "settings": {} if predicted else asdict(settings.optimizer),
     }

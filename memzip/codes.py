@@ -21,107 +21,10 @@ compressor's verification and the decompressor use to turn stored codes into vec
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import torch
 
-BASIS_NAME = "embedding-pca-v2"  # v2: mean and basis on a 2**-24 grid, exact rebuild
-CODES = ("none", "full", "compact")
-MIN_BITS, MAX_BITS = 2, 8
-_SCALE_BYTES = 2  # one bf16 scale per compact vector
-
-
-@dataclass(frozen=True)
-class VectorSpec:
-    """Which code the memory vectors use: ``none``, ``full`` bf16, or ``compact`` (rank, bits)."""
-
-    code: str = "none"
-    rank: int = 256  # at most this many numbers (capped at the model's width)
-    bits: int = 4
-
-    def __post_init__(self) -> None:
-        if self.code not in CODES:
-            raise ValueError(f"vector code must be one of {CODES}")
-        if self.code == "compact":
-            if self.rank < 1:
-                raise ValueError("rank must be at least 1")
-            if not MIN_BITS <= self.bits <= MAX_BITS:
-                raise ValueError(f"bits must be {MIN_BITS}..{MAX_BITS}")
-
-    def fitted(self, hidden: int) -> "VectorSpec":
-        """This spec for a model of width ``hidden``: a rank beyond the width is capped at it."""
-        if self.code == "compact" and self.rank > hidden:
-            return VectorSpec("compact", hidden, self.bits)
-        return self
-
-    def header(self, lm=None) -> dict:
-        """The container's ``vectors`` field; compact needs the model for its basis digest."""
-        if self.code != "compact":
-            return {"code": self.code}
-        return {"code": "compact", "rank": self.rank, "bits": self.bits, "basis": BASIS_NAME,
-                "basis_digest": basis_digest(lm, self.rank)}
-
-    def code_bytes(self, hidden: int) -> int:
-        """Stored bytes per window (before the container's zstd pass over all codes)."""
-        return {"none": 0, "full": hidden * 2}.get(self.code, _SCALE_BYTES + self.rank)
-
-    def stored_bits(self, hidden: int) -> int:
-        """Information stored per window: the bits the code really uses (16 per bf16 number)."""
-        return {"none": 0, "full": hidden * 16}.get(self.code, 16 + self.rank * self.bits)
-
-    @property
-    def levels(self) -> int:
-        return 2 ** (self.bits - 1) - 1
-
-    def describe(self) -> str:
-        if self.code == "compact":
-            return f"rank {self.rank}, {self.bits}-bit"
-        return {"none": "no memory vectors", "full": "full bf16"}[self.code]
-
-
-def spec_from_header(value, hidden: int) -> VectorSpec:
-    """The spec a container header names; ValueError on anything not exactly as specified."""
-    if not isinstance(value, dict):
-        raise ValueError("'vectors' must be an object")
-    if value in ({"code": "none"}, {"code": "full"}):
-        return VectorSpec(value["code"])
-    if set(value) != {"code", "rank", "bits", "basis", "basis_digest"} or value["code"] != "compact":
-        raise ValueError(f"unknown vector code {value!r}")
-    digest = value["basis_digest"]
-    if not isinstance(digest, str) or len(digest) != 16 or any(c not in "0123456789abcdef" for c in digest):
-        raise ValueError("'basis_digest' must be 16 hex digits")
-    rank, bits = value["rank"], value["bits"]
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rank, bits)):
-        raise ValueError("'vectors' rank and bits must be integers")
-    if value["basis"] != BASIS_NAME:
-        raise ValueError(f"unknown basis {value['basis']!r}")
-    if not 1 <= rank <= hidden:
-        raise ValueError(f"rank {rank} out of range (1..{hidden})")
-    if not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits {bits} out of range ({MIN_BITS}..{MAX_BITS})")
-    return VectorSpec("compact", rank, bits)
-
-
-def check_codes(spec: VectorSpec, hidden: int, blob: bytes, windows: int) -> None:
-    """Reject stored codes that no writer produces (needs no model): sizes, non-finite or
-    non-positive scales, integers beyond the code's range."""
-    size = spec.code_bytes(hidden)
-    if len(blob) != windows * size:
-        raise ValueError(f"vector codes hold {len(blob)} bytes, {windows} windows need {windows * size}")
-    if not windows or spec.code == "none":
-        return
-    if spec.code == "full":
-        values = torch.frombuffer(bytearray(blob), dtype=torch.bfloat16)
-        if not torch.isfinite(values).all():
-            raise ValueError("vectors contain non-finite values")
-        return
-    rows = torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(windows, size)
-    scales = rows[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).float()
-    if not (torch.isfinite(scales).all() and (scales > 0).all()):
-        raise ValueError("compact vector scales must be finite and positive")
-    if rows[:, _SCALE_BYTES:].contiguous().view(torch.int8).abs().amax() > spec.levels:
-        raise ValueError(f"compact vector codes exceed {spec.bits} bits")
-
+from .format.vectors import BASIS_NAME, CODES, MAX_BITS, MIN_BITS, SCALE_BYTES, VectorSpec, check_codes, spec_from_header  # noqa: F401
 
 BASIS_BITS = 24  # the mean and basis are stored on a grid of 2**-24: rebuilding is then exact integer work
 _BASES: dict = {}  # model fingerprint -> (mean, basis) as integers on the grid, float64 [d] and [hidden, d]
@@ -226,8 +129,8 @@ class VectorCode:
         raw = torch.frombuffer(bytearray(blob), dtype=torch.uint8).view(n, self.size)
         if self.spec.code == "full":
             return raw.contiguous().view(torch.bfloat16).float().to(self.lm.device)
-        scale = raw[:, :_SCALE_BYTES].contiguous().view(torch.bfloat16).double()  # [n, 1]
-        q = raw[:, _SCALE_BYTES:].contiguous().view(torch.int8).double()
+        scale = raw[:, :SCALE_BYTES].contiguous().view(torch.bfloat16).double()  # [n, 1]
+        q = raw[:, SCALE_BYTES:].contiguous().view(torch.int8).double()
         # exact: sum_k q_k P_k is a sum of integers below 2**53 in any order; then one rounding per
         # operation, row by row: scale, move to the grid's unit (a power of two), add the mean
         total = q @ self.basis_grid
@@ -241,3 +144,8 @@ class VectorCode:
         exact = self.rebuild(self.quantize(params))
         smooth = params if self.spec.code == "full" else params @ self.basis32
         return exact + (smooth - smooth.detach())
+
+
+def header_field(spec: VectorSpec, lm) -> dict:
+    """The container's ``vectors`` field for ``spec`` on model ``lm`` (compact codes name their basis)."""
+    return spec.header(basis_digest(lm, spec.rank) if spec.code == "compact" else None)

@@ -27,7 +27,7 @@ import os
 
 import torch
 
-from . import tokencoder
+from .format import tokencoder
 
 # How many rows are evaluated together: speed and memory only, never a bit of the result. The
 # environment variables exist to demonstrate that (bench.portability decodes with other values).

@@ -38,29 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .codes import VectorCode
-
-
-@dataclass(frozen=True)
-class OptimizerSettings:
-    steps: int = 300  # optimizer steps per window before it is given up
-    lr: float | None = None  # Adam step; None: the vector code's own default (VectorCode.default_lr)
-    batch: int = 16  # windows optimized together
-    margin: float = 0.0  # required logit margin (top-1 minus runner-up) at every position of the engine's replay
-    betas: tuple[float, float] = (0.8, 0.95)  # shorter memories than torch's default: ~20% fewer steps
-    eps: float = 1e-8
-    precision: str = "auto"  # "fp32", "bf16" or "auto" (see the module docstring)
-    verify_batch: int | None = None  # candidates proven together while windows are waiting; None: batch
-
-    def resolved(self, device) -> "OptimizerSettings":
-        """These settings with ``precision`` "auto" replaced by what it means on ``device``."""
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
-        if self.precision != "auto":
-            return self
-        return replace(self, precision="bf16" if bf16_is_native(device) else "fp32")
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
+from .settings import PRECISIONS, OptimizerSettings  # noqa: F401
 
 
 def bf16_is_native(device) -> bool:

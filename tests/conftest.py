@@ -1,11 +1,6 @@
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from tiny import tiny_lm  # noqa: E402
+from memzip.tiny import tiny_lm
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ import json
 
 from bench import corpora
 from bench.__main__ import parse_variant, run
-from memzip import container
+from memzip.format import container
 from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings
 
@@ -52,7 +52,7 @@ def test_variant_parsing():
 def test_reproducibility_measurement_on_the_tiny_model(lm):
     from bench import reproducibility
 
-    from tiny import TRAINING_TEXT
+    from memzip.tiny import TRAINING_TEXT
 
     ids = lm.tokenizer(TRAINING_TEXT[:150], add_special_tokens=False)["input_ids"]
     windows = [ids[i : i + 9] for i in range(0, len(ids), 9)]
@@ -109,7 +109,7 @@ def test_portability_tool_fills_the_matrix(tiny_model_dir, tmp_path, monkeypatch
 def test_quality_tool_compares_engine_and_float_model(lm, tmp_path):
     from bench import quality
 
-    from tiny import TRAINING_TEXT
+    from memzip.tiny import TRAINING_TEXT
 
     text = tmp_path / "t.txt"
     text.write_bytes(TRAINING_TEXT.encode()[:400])
@@ -144,7 +144,7 @@ def test_peer_rows_run_the_peer_as_an_external_program(tmp_path):
 def test_mixing_tool_measures_the_match_model_exactly(lm):
     from bench import mixing
     from memzip.decoder import code_windows
-    from tiny import TRAINING_TEXT
+    from memzip.tiny import TRAINING_TEXT
 
     ids = lm.tokenizer(TRAINING_TEXT[:150], add_special_tokens=False)["input_ids"]
     windows = [ids + ids + ids + ids[:20], ids[:30]]

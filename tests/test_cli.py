@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from memzip import container
+from memzip.format import container
 from memzip.cli import main
 
 FAST = ["--window", "4", "--steps", "40", "--lr", "0.1", "--store", "always", "--vectors", "compact", "-q"]

@@ -8,12 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memzip.codes import VectorSpec
-from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
-from memzip.container import KIND_WINDOW
+from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.format import container
+from memzip.format.container import KIND_WINDOW
 from memzip.errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError
 from memzip.engine import ENGINE_VERSION
 from memzip.model import LanguageModel
-from tiny import TRAINING_TEXT, tiny_lm, tiny_tokenizer
+from memzip.tiny import TRAINING_TEXT, tiny_lm, tiny_tokenizer
 
 # Settings under which the tiny random model memorizes some short windows (and quickly gives up on others).
 QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), store="always", vectors=VectorSpec("compact"))

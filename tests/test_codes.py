@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.format import container
 from memzip.codec import worth_storing
-from memzip.codes import BASIS_BITS, VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, spec_from_header
+from memzip.codes import BASIS_BITS, VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, header_field, spec_from_header
 from memzip.windows import Segment
-from tiny import TRAINING_TEXT
+from memzip.tiny import TRAINING_TEXT
 
 SPECS = [VectorSpec("full"), VectorSpec("compact", 16, 4), VectorSpec("compact", 64, 8), VectorSpec("compact", 8, 2)]
 
@@ -77,8 +78,8 @@ def test_rank_is_capped_at_the_model_width(lm):
 
 def test_specs_round_trip_through_the_header_and_bad_ones_are_refused(lm):
     for spec in SPECS:
-        assert spec_from_header(spec.header(lm), lm.hidden_size) == spec
-    good = VectorSpec("compact", 16, 4).header(lm)
+        assert spec_from_header(header_field(spec, lm), lm.hidden_size) == spec
+    good = VectorSpec("compact", 16, 4).header(basis_digest(lm, 16))
     for bad in ({"code": "half"}, {**good, "bits": 9}, {**good, "rank": 0}, {**good, "basis": "random"},
                 {**good, "extra": 1}, {**good, "basis_digest": "no"}, {**good, "rank": 1.0}, "full"):
         with pytest.raises(ValueError):

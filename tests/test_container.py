@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memzip import container
+from memzip.format import container
 from memzip.codes import VectorSpec
-from memzip.container import KIND_RAW, KIND_WINDOW, Container, section_offsets
+from memzip.format.container import KIND_RAW, KIND_WINDOW, Container, section_offsets
 from memzip.errors import ContainerError
 
 HIDDEN = 8

@@ -5,11 +5,12 @@ import pytest
 import torch
 
 import memzip.decoder as decoder
-from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.format import container
 from memzip.codec import stored_vectors
 from memzip.codes import VectorCode, VectorSpec
 from memzip.decoder import code_windows, decode_windows, rank_windows, reproduces
-from tiny import TRAINING_TEXT
+from memzip.tiny import TRAINING_TEXT
 
 SETTINGS = CompressSettings(window=4, optimizer=OptimizerSettings(steps=80, lr=0.1, batch=8, margin=1.0), store="always", vectors=VectorSpec("compact"))
 

@@ -13,7 +13,7 @@ import torch
 
 from memzip.engine import Engine, arith, kernels_available, tables
 from memzip.engine import weights as engine_weights
-from tiny import tiny_lm
+from memzip.tiny import tiny_lm
 
 ROOT = Path(__file__).parent.parent
 

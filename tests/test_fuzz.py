@@ -27,7 +27,7 @@ def test_mutated_containers_are_refused_or_exact(lm, seeds, which, seed):
 
 def test_unmutated_seeds_decode_and_the_fuzzer_reaches_the_decoder(lm, seeds):
     assert all(fuzz.check(blob, original, lm) == "ok" for blob, original in seeds)
-    from memzip import container
+    from memzip.format import container
 
     with_windows = [container.read(blob) for blob, _ in seeds[:4]]
     assert [c.vector_spec.code for c in with_windows] == ["none", "none", "compact", "full"]

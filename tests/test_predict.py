@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from memzip import CompressSettings, codec, compress, container, decompress
+from memzip import CompressSettings, codec, compress, decompress
+from memzip.format import container
 from memzip.codes import VectorSpec
 from memzip.engine.forward import Engine, rank_of, select_rank
 from memzip.errors import ContainerError, SettingsError
 from memzip.optimizer import OptimizerSettings
-from tiny import TRAINING_TEXT, tiny_lm
+from memzip.tiny import TRAINING_TEXT, tiny_lm
 
 PREDICT = CompressSettings(window=8, store="always")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from memzip import CompressSettings, OptimizerSettings, compress, container, decompress
+from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.format import container
 from memzip.codec import stored_vectors
 from memzip.codes import VectorSpec
 from memzip.decoder import decode_windows, rank_windows

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from memzip.codes import VectorSpec
-from memzip import CompressSettings, OptimizerSettings, codec, compress, container, decompress
+from memzip import CompressSettings, OptimizerSettings, codec, compress, decompress
+from memzip.format import container
 from memzip.journal import Journal
 from memzip.optimizer import WindowResult
-from tiny import TRAINING_TEXT
+from memzip.tiny import TRAINING_TEXT
 
 QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4), store="always", vectors=VectorSpec("compact"))
 IDENTITY = {"input_sha256": "ab" * 32, "settings": {"betas": (0.9, 0.999)}}

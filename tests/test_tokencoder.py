@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from memzip import tokencoder
+from memzip.format import tokencoder
 
 
 def _intervals(seed: int, n: int, total_bits: int = 24):

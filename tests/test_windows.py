@@ -3,7 +3,7 @@ from hypothesis import strategies as st
 
 from memzip.engine.tokens import detokenize, hf_token_bytes
 from memzip.windows import segment, split_utf8
-from tiny import tiny_tokenizer
+from memzip.tiny import tiny_tokenizer
 
 SAMPLES = [
     b"",

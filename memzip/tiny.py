@@ -1,4 +1,5 @@
-"""A tiny, seeded, in-process language model and tokenizer for fast unit tests (no files, no hub)."""
+"""A tiny, seeded, in-process language model and tokenizer (no files, no hub): for the unit tests and for
+benchmark tools that check themselves without the real model (bench.fuzz)."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import zstandard
 
-from .codes import VectorSpec, check_codes, spec_from_header
-from .errors import ContainerError
+from ..errors import ContainerError
+from .vectors import VectorSpec, check_codes, spec_from_header
 
 MAGIC = b"\x89MZP"
 FORMAT_VERSION = 9

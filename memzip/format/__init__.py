@@ -1,0 +1,7 @@
+"""The .mz file format, readable without torch or the model (specified in docs/FORMAT.md):
+
+* ``container``: the writer, the strict reader, the header (profiles, schema, dictionary) and
+  ``section_offsets`` (where each length field sits; the fuzzer uses it);
+* ``tokencoder``: the arithmetic coder of the token streams;
+* ``vectors``: memory-vector codes as stored (their sizes, header field and byte checks).
+"""

@@ -1,0 +1,98 @@
+"""Compression settings, validated here and only here (torch-free: the CLI's help and parsing use it).
+
+A setting that cannot work raises SettingsError, its message starting with the setting's name, (a MemzipError: one line for the user) when the settings
+object is made; everything downstream trusts it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import SettingsError
+from .format.vectors import VectorSpec
+
+DEFAULT_WINDOW = 16  # tokens per memory-vector window
+# Levels: the longest row (window) of tokens, each decoded as one sequence with its own context. Longer
+# rows give every token more context (smaller files); more rows decode in parallel (faster). A file's
+# rows are of equal length: ceil(tokens / rows) with the fewest rows the level allows. Below level 9, a
+# file of more than SPLIT_TOKENS tokens gets at least two rows: two rows decode almost as fast as one
+# each (a decoding step streams the weights once for all rows), for 2-3% more bytes (bench.levels).
+LEVEL_ROWS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 1024, 6: 2048, 7: 4096, 8: 8192, 9: 8192}
+SPLIT_TOKENS = 768
+DEFAULT_LEVEL = 7
+STORE_POLICIES = ("smaller", "always")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def default_window(spec: VectorSpec, tokens: int, level: int = DEFAULT_LEVEL) -> int:
+    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows the
+    level's longest row, shortened to split ``tokens`` (about how many the input has) into equal rows."""
+    if spec.code != "none":
+        return DEFAULT_WINDOW
+    longest = LEVEL_ROWS[level]
+    rows = max(1, -(-tokens // longest), 2 if level < 9 and tokens > SPLIT_TOKENS else 1)
+    return max(1, min(longest, -(-tokens // rows)))
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """How memory vectors are optimized (unused by the default, which stores none)."""
+
+    steps: int = 300  # optimizer steps per window before it is given up
+    lr: float | None = None  # Adam step; None: the vector code's own default (VectorCode.default_lr)
+    batch: int = 16  # windows optimized together
+    margin: float = 0.0  # required logit margin (top-1 minus runner-up) at every position of the engine's replay
+    betas: tuple[float, float] = (0.8, 0.95)  # shorter memories than torch's default: ~20% fewer steps
+    eps: float = 1e-8
+    precision: str = "auto"  # "fp32", "bf16" or "auto" (see memzip/optimizer.py)
+    verify_batch: int | None = None  # candidates proven together while windows are waiting; None: batch
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "verify_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if self.lr is not None and not self.lr > 0:
+            raise SettingsError("lr must be positive")
+        if not self.margin >= 0:
+            raise SettingsError("margin must be non-negative")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision must be one of {PRECISIONS}")
+
+    def resolved(self, device) -> "OptimizerSettings":
+        """These settings with ``precision`` "auto" replaced by what it means on ``device``."""
+        if self.precision != "auto":
+            return self
+        from .optimizer import bf16_is_native
+
+        return replace(self, precision="bf16" if bf16_is_native(device) else "fp32")
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    window: int | None = None  # tokens per window; None: default_window()
+    optimizer: OptimizerSettings = OptimizerSettings()
+    vectors: VectorSpec = VectorSpec()  # none (predicted windows), or how memory vectors are stored
+    # "smaller": a window is stored by the model (coded tokens or a vector) only when that is expected to be
+    # smaller than the window's share of the input's zstd size (the fallback's cost), and the whole file
+    # falls back to raw if that is smaller; "always": every window (the paper's setting for vectors)
+    store: str = "smaller"
+    verify: bool = False  # decode the finished container (as decompress does) before returning it
+    level: int = DEFAULT_LEVEL  # 1..9: rows of up to LEVEL_ROWS[level] tokens (without memory vectors)
+
+    def __post_init__(self) -> None:
+        if self.store not in STORE_POLICIES:
+            raise SettingsError(f"store policy must be one of {STORE_POLICIES}")
+        if self.level not in LEVEL_ROWS:
+            raise SettingsError(f"level must be one of {sorted(LEVEL_ROWS)}")
+        if self.window is not None and self.window < 1:
+            raise SettingsError("window must be at least 1")
+
+
+def vector_spec(code: str, rank: int, bits: int) -> VectorSpec:
+    """The VectorSpec for user-given values (rank and bits checked whatever the code: a wrong value is
+    a mistake even where it is not used), or SettingsError saying what is wrong."""
+    try:
+        compact = VectorSpec("compact", rank, bits)
+        return compact if code == "compact" else VectorSpec(code)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
