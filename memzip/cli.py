@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-c", "--stdout", action="store_true", help="write to standard output")
         sp.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress or summary")
+        sp.add_argument("-v", "--verbose", action="store_true", help="also the sizes of each output's sections")
+        sp.add_argument("-k", "--keep", action="store_true", help="keep the input (always done; accepted as gzip does)")
         sp.add_argument("--model", metavar="PATH|ID", help="model directory or ID (default: packaged SmolLM2-135M-Instruct)")
         sp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
         sp.add_argument("-T", "--threads", type=int, default=None,
@@ -221,6 +223,9 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         from .model import load_model
 
         lm_cache["lm"] = load_model(args.model, device=args.device, progress=say)
+    estimate = _estimate(args, data)
+    if estimate is not None:
+        say(f"{'stdin' if path == '-' else path}: {estimate}")
     started = time.monotonic()
     if args.command == "c":
         report: list = []
@@ -252,6 +257,47 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         )
     else:
         say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+    if args.verbose and args.command == "c":
+        from .format import container
+
+        say("  " + _sections(container.read(out)))
+
+
+# Rough speeds on a 2-core CPU (docs/RESULTS.md): compression of predicted windows, and one decoding step
+# (one token for every row decoded together) as a function of those rows.
+COMPRESS_BYTES_PER_S = 2500
+STEP_S, STEP_S_PER_ROW = 0.02, 0.0015
+ESTIMATE_ABOVE_S = 20
+
+
+def _estimate(args, data: bytes) -> str | None:
+    """A one-line estimate of a long job's time, before it starts (None for a short one)."""
+    if args.command == "c":
+        if args.vectors != "none":
+            return "optimizing memory vectors: minutes per kilobyte (progress follows)"
+        seconds = len(data) / COMPRESS_BYTES_PER_S
+    else:
+        from .format import container
+
+        try:
+            lengths = container.read(data).window_lengths
+        except MemzipError:
+            return None  # the decompressor reports it
+        seconds = 0.0
+        for start in range(0, len(lengths), 64):  # rows decoded together, as the decoder batches them
+            rows = lengths[start : start + 64]
+            seconds += max(rows, default=0) * (STEP_S + STEP_S_PER_ROW * len(rows))
+    if seconds < ESTIMATE_ABOVE_S:
+        return None
+    return f"expect roughly {_duration(seconds)} on a 2-core CPU ({'compressing' if args.command == 'c' else 'restoring'})"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _sections(c) -> str:
+    return "sections: " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items())
 
 
 def _info(path: str) -> None:
@@ -280,7 +326,7 @@ def _info(path: str) -> None:
         f"vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {steps}, p90 {h['settings'].get('steps_p90')} (windows stored as vectors)"
                                if steps is not None else "none (no window is stored as a vector)"),
-        f"sections:        " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items()),
+        "sections:        " + _sections(c).removeprefix("sections: "),
         f"settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
     ]
     print("\n".join(lines))
@@ -300,11 +346,25 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+COMMANDS = ("c", "x", "info")
+
+
+def gzip_style(argv: list[str]) -> list[str]:
+    """``memzip FILE`` compresses and ``memzip -d FILE.mz`` (``--decompress``, ``--uncompress``)
+    restores, as gzip and zstd do: rewritten to the ``c`` and ``x`` commands."""
+    if not argv or argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    decompress = ("-d", "--decompress", "--uncompress")
+    if any(a in decompress for a in argv):
+        return ["x"] + [a for a in argv if a not in decompress]
+    return ["c"] + argv
+
+
 def main(argv: list[str] | None = None) -> int:
     # torch's OpenMP threads otherwise spin between parallel regions, burning cores that a busy machine
     # needs (measured with the float replay: 6x less wall time with PASSIVE on a loaded machine)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(gzip_style(list(sys.argv[1:] if argv is None else argv)))
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "info":

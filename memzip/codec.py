@@ -198,9 +198,34 @@ def _summary(spec: VectorSpec, windows, stored: dict, resumed: int, not_tried: i
                           not_tried, 0 if vectors else len(stored))
 
 
+PROBE_TOKENS = 512
+PROBE_MARGIN = 0.9  # the model must beat zstd's ratio by 10% on the probe to be tried on the whole input
+
+
+def _model_can_pay(data: bytes, windows: list[Segment], lm) -> bool:
+    """Does the model code the first PROBE_TOKENS window tokens clearly smaller than zstd codes the
+    whole input (per byte)? Inputs with fewer tokens than that are always tried in full."""
+    if sum(len(s.tokens) for s in windows) <= PROBE_TOKENS:
+        return True
+    sample, left = [], PROBE_TOKENS
+    for s in windows:
+        if left <= 0:
+            break
+        sample.append(list(s.tokens[:left]))
+        left -= len(sample[-1])
+    _streams, bits = code_windows(lm, sample)
+    sample_bytes = sum(len(lm.detokenize(t)) for t in sample)
+    fallback_ratio = len(container.zstd_frame(data)) / len(data)
+    return sum(bits) / 8 < PROBE_MARGIN * fallback_ratio * sample_bytes
+
+
 def _predict(data, windows, settings, lm, progress) -> tuple[dict, int]:
     """Every window's token stream, by one all-at-once evaluation per batch of windows. Returns the
-    windows to store (by id -> Stored) and how many are not worth storing (kept raw)."""
+    windows to store (by id -> Stored) and how many are not worth storing (kept raw). With the store
+    policy "smaller", a probe of the first PROBE_TOKENS tokens decides first whether the model can pay
+    at all: binary or incompressible input is then stored raw in seconds, without the full pass."""
+    if settings.store == "smaller" and not _model_can_pay(data, windows, lm):
+        return {}, len(windows)
     progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
     streams, _bits = code_windows(lm, [s.tokens for s in windows], on_progress=progress.update)
     progress.done()

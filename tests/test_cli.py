@@ -213,3 +213,20 @@ def test_extract_with_another_thread_count(tiny_model_dir, text_file, tmp_path, 
     text_file.unlink()
     assert run("x", mz, "--model", tiny_model_dir, "-T", "1") == 0
     assert "warning" not in capsys.readouterr().err and text_file.exists()
+
+
+def test_gzip_style_invocations(tiny_model_dir, text_file, tmp_path, capsys, monkeypatch):
+    from memzip import cli
+
+    assert cli.gzip_style(["a.txt", "-k"]) == ["c", "a.txt", "-k"]
+    assert cli.gzip_style(["-d", "a.txt.mz"]) == ["x", "a.txt.mz"] == cli.gzip_style(["a.txt.mz", "--decompress"])
+    assert cli.gzip_style(["info", "-d"]) == ["info", "-d"] and cli.gzip_style(["--version"]) == ["--version"]
+    original = text_file.read_bytes()
+    monkeypatch.setattr(cli, "ESTIMATE_ABOVE_S", 0)  # every job announces its estimate
+    assert run(text_file, "-k", "-v", "--model", tiny_model_dir, "--window", "4", "--store", "always") == 0
+    err = capsys.readouterr().err
+    assert "expect roughly" in err and "sections: header" in err
+    os.rename(text_file, tmp_path / "kept.txt")
+    assert run("-d", tmp_path / "note.txt.mz", "--model", tiny_model_dir) == 0
+    assert text_file.read_bytes() == original
+    assert "expect roughly" in capsys.readouterr().err

@@ -159,3 +159,26 @@ def test_files_agree_between_kernel_implementations(lm):
     blob = compress(data, c_lm, PREDICT)
     assert compress(data, t_lm, PREDICT) == blob
     assert decompress(blob, t_lm) == data and decompress(blob, c_lm) == data
+
+
+def test_binary_input_is_stored_raw_after_a_short_probe(lm, monkeypatch):
+    import random
+
+    rng = random.Random(5)
+    noise = bytes(rng.randrange(256) for _ in range(6000))  # valid UTF-8 runs in it become windows
+    text = (TRAINING_TEXT * 4).encode()
+    coded: list[int] = []
+    real = codec.code_windows
+
+    def counted(lm_, windows, *args, **kwargs):
+        coded.append(sum(len(w) for w in windows))
+        return real(lm_, windows, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "code_windows", counted)
+    report: list = []
+    blob = compress(noise, lm, CompressSettings(window=64), report=report)
+    assert decompress(blob, lm) == noise
+    assert coded == [codec.PROBE_TOKENS] and report[0].predicted == 0  # only the probe ran
+    coded.clear()
+    assert decompress(compress(text, lm, CompressSettings(window=64)), lm) == text
+    assert coded[0] == codec.PROBE_TOKENS and len(coded) == 2  # text passes the probe: the full pass runs
