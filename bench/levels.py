@@ -11,7 +11,6 @@ DIR/levels.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -62,12 +61,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from memzip.model import load_model
 
+    from .report import write_table
+
     rows = measure(load_model(progress=lambda _t: None), args.files, args.levels)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "levels.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "levels.md").write_text(table(rows))
-    print(table(rows))
+    write_table(args.out, "levels", rows, table(rows))
     return 0
 
 

@@ -12,7 +12,6 @@ DIR/quality.md and DIR/quality.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -56,12 +55,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from memzip.model import load_model
 
+    from .report import write_table
+
     rows = measure(load_model(progress=lambda _t: None), args.files, args.context)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "quality.md").write_text(table(rows))
-    print(table(rows))
+    write_table(args.out, "quality", rows, table(rows))
     return 0
 
 

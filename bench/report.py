@@ -190,3 +190,12 @@ def write(summary: dict, out: Path, with_plots: bool = True) -> list[Path]:
     if with_plots:
         written += plots(summary, out)
     return written
+
+
+def write_table(out, name: str, rows: list[dict], markdown: str) -> None:
+    """A tool's results: OUT/NAME.json (the rows) and OUT/NAME.md (the table), also printed."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

@@ -3,7 +3,7 @@
 Three codes, recorded in the container header (``vectors``) and specified in docs/FORMAT.md:
 
 * ``none`` -- no memory vectors: every window is decoded from the prefix token alone, its tokens
-  arithmetic-coded with the model's probabilities (see memzip/tokencoder.py). The default: on this model no
+  arithmetic-coded with the model's probabilities (see memzip/format/tokencoder.py). The default: on this model no
   vector is worth its bits (measured in the README).
 * ``full`` -- the vector itself in bf16: ``hidden_size`` numbers x 16 bits (the paper's setting).
 * ``compact`` -- ``e = mean + (scale * q) @ P``: ``q`` is ``rank`` signed integers of ``bits`` bits

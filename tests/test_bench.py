@@ -156,3 +156,18 @@ def test_mixing_tool_measures_the_match_model_exactly(lm):
     assert guessed[0][7] == (4, 3)  # the latest earlier "1 2 3" was in the second window
     alone = mixing.guesses([[1, 2, 3, 9, 1, 2, 3, 7], [5, 1, 2, 3, 4]], across=False)
     assert alone[0][7] == (9, 3) and alone[1][4] == (-1, 0)
+
+
+def test_levels_tool_measures_every_level_and_writes_its_table(lm, tmp_path):
+    from bench import levels
+    from bench.report import write_table
+    from memzip.tiny import TRAINING_TEXT
+
+    text = tmp_path / "t.txt"
+    text.write_bytes(TRAINING_TEXT.encode())
+    rows = levels.measure(lm, [str(text)], [1, 9], say=lambda _t: None)
+    assert [r["level"] for r in rows] == [1, 9]
+    assert rows[0]["rows"] > rows[1]["rows"] == 1  # short rows at -1, one row at -9
+    write_table(tmp_path / "out", "levels", rows, levels.table(rows))
+    assert "| t.txt |" in (tmp_path / "out" / "levels.md").read_text()
+    assert len(json.loads((tmp_path / "out" / "levels.json").read_text())) == 2
