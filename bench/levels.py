@@ -14,7 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
-from memzip import CompressSettings, codec, compress, decompress
+from memzip import CompressSettings, compress, decompress
+from memzip.settings import LEVEL_ROWS
 from memzip.format import container
 
 RESULTS = Path(__file__).resolve().parent / "results" / "levels"
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.levels", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--levels", type=int, nargs="+", default=sorted(codec.LEVEL_ROWS))
+    p.add_argument("--levels", type=int, nargs="+", default=sorted(LEVEL_ROWS))
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     from memzip.model import load_model

@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="model (default: packaged SmolLM2-135M-Instruct)")
     args = p.parse_args(argv)
 
-    from memzip.codec import DEFAULT_LEVEL, CompressSettings, default_window
+    from memzip.settings import DEFAULT_LEVEL, CompressSettings, default_window
     from memzip.model import load_model
     from memzip.windows import segment
 

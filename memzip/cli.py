@@ -260,7 +260,7 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
     if args.verbose and args.command == "c":
         from .format import container
 
-        say("  " + _sections(container.read(out)))
+        say("  sections: " + _sections(container.read(out)))
 
 
 # Rough speeds on a 2-core CPU (docs/RESULTS.md): compression of predicted windows, and one decoding step
@@ -297,7 +297,7 @@ def _duration(seconds: float) -> str:
 
 
 def _sections(c) -> str:
-    return "sections: " + ", ".join(f"{k} {v} B" for k, v in c.sizes.items())
+    return ", ".join(f"{k} {v} B" for k, v in c.sizes.items())
 
 
 def _info(path: str) -> None:
@@ -323,11 +323,11 @@ def _info(path: str) -> None:
         + ("stored as vectors (their tokens coded given them)" if vectors else "tokens coded with the model's probabilities"),
         f"raw bytes:       {raw_bytes} in {sum(k == container.KIND_RAW for k, _ in c.segments)} spans "
         f"(zstd: {c.sizes['fallback']} B)",
-        f"vectors:         " + _describe_vectors(h["vectors"]),
+        "vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {steps}, p90 {h['settings'].get('steps_p90')} (windows stored as vectors)"
                                if steps is not None else "none (no window is stored as a vector)"),
-        "sections:        " + _sections(c).removeprefix("sections: "),
-        f"settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
+        "sections:        " + _sections(c),
+        "settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
     ]
     print("\n".join(lines))
 

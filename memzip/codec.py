@@ -29,8 +29,7 @@ from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatc
 from .journal import Journal
 from .model import LanguageModel, load_model
 from .optimizer import WindowResult, optimize_windows
-from .settings import (DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, SPLIT_TOKENS, STORE_POLICIES,  # noqa: F401
-                       CompressSettings, OptimizerSettings, default_window)
+from .settings import CompressSettings, default_window
 from .progress import Progress
 from .windows import Segment, segment
 

@@ -24,7 +24,7 @@ import hashlib
 
 import torch
 
-from .format.vectors import BASIS_NAME, CODES, MAX_BITS, MIN_BITS, SCALE_BYTES, VectorSpec, check_codes, spec_from_header  # noqa: F401
+from .format.vectors import SCALE_BYTES, VectorSpec
 
 BASIS_BITS = 24  # the mean and basis are stored on a grid of 2**-24: rebuilding is then exact integer work
 _BASES: dict = {}  # model fingerprint -> (mean, basis) as integers on the grid, float64 [d] and [hidden, d]

@@ -31,14 +31,14 @@ to a few tenths of a logit), so a candidate's float margin is a guess the engine
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from .codes import VectorCode
-from .settings import PRECISIONS, OptimizerSettings  # noqa: F401
+from .settings import OptimizerSettings
 
 
 def bf16_is_native(device) -> bool:

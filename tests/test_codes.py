@@ -6,7 +6,8 @@ import torch
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
 from memzip.format import container
 from memzip.codec import worth_storing
-from memzip.codes import BASIS_BITS, VectorCode, VectorSpec, basis_digest, check_codes, embedding_basis, header_field, spec_from_header
+from memzip.codes import BASIS_BITS, VectorCode, basis_digest, embedding_basis, header_field
+from memzip.format.vectors import VectorSpec, check_codes, spec_from_header
 from memzip.windows import Segment
 from memzip.tiny import TRAINING_TEXT
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from memzip import CompressSettings, codec, compress, decompress
+from memzip import CompressSettings, codec, compress, decompress, settings
 from memzip.format import container
 from memzip.codes import VectorSpec
 from memzip.engine.forward import Engine, rank_of, select_rank
@@ -69,16 +69,16 @@ def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
 
 def test_levels_cut_files_into_equal_rows_of_at_most_their_length():
     none, full = VectorSpec("none"), VectorSpec("full")
-    assert codec.default_window(full, 10_000) == codec.DEFAULT_WINDOW
-    for level, longest in codec.LEVEL_ROWS.items():
-        assert codec.default_window(none, 10, level) == 10  # one row holds a short file whole
-        assert codec.default_window(none, longest + 1, level) == longest // 2 + 1  # two equal rows
-        assert codec.default_window(none, 3 * longest - 1, level) == longest
-        split = level < 9 and longest > codec.SPLIT_TOKENS
-        assert codec.default_window(none, longest, level) == (longest // 2 if split else longest)
-    assert codec.default_window(none, codec.SPLIT_TOKENS, 7) == codec.SPLIT_TOKENS  # one row up to the split
-    assert codec.default_window(none, codec.SPLIT_TOKENS + 2, 7) == codec.SPLIT_TOKENS // 2 + 1
-    assert [codec.LEVEL_ROWS[k] for k in sorted(codec.LEVEL_ROWS)] == sorted(codec.LEVEL_ROWS.values())
+    assert settings.default_window(full, 10_000) == settings.DEFAULT_WINDOW
+    for level, longest in settings.LEVEL_ROWS.items():
+        assert settings.default_window(none, 10, level) == 10  # one row holds a short file whole
+        assert settings.default_window(none, longest + 1, level) == longest // 2 + 1  # two equal rows
+        assert settings.default_window(none, 3 * longest - 1, level) == longest
+        split = level < 9 and longest > settings.SPLIT_TOKENS
+        assert settings.default_window(none, longest, level) == (longest // 2 if split else longest)
+    assert settings.default_window(none, settings.SPLIT_TOKENS, 7) == settings.SPLIT_TOKENS  # one row up to the split
+    assert settings.default_window(none, settings.SPLIT_TOKENS + 2, 7) == settings.SPLIT_TOKENS // 2 + 1
+    assert [settings.LEVEL_ROWS[k] for k in sorted(settings.LEVEL_ROWS)] == sorted(settings.LEVEL_ROWS.values())
     with pytest.raises(SettingsError):
         CompressSettings(level=0)
 

@@ -11,7 +11,6 @@ import torch
 
 from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, codec, compress, decompress
-from memzip.format import container
 from memzip.journal import Journal
 from memzip.optimizer import WindowResult
 from memzip.tiny import TRAINING_TEXT
