@@ -22,13 +22,13 @@ DEFAULT_VARIANTS = ["compact-always:vectors=compact,store=always", "full-always:
 
 def parse_variant(text: str) -> tuple[str, CompressSettings]:
     """'NAME:window=32,steps=400,lr=0.01,batch=16,margin=0.5,betas=0.9/0.999,precision=fp32,verify_batch=1,
-    vectors=compact,rank=128,bits=4,store=always' -> (label, settings)."""
+    vectors=compact,rank=128,bits=4,store=always,objective=size' -> (label, settings)."""
     name, _, spec = text.partition(":")
     values = dict(item.split("=", 1) for item in spec.split(",") if item)
     opt_fields = {"steps": int, "lr": float, "batch": int, "margin": float, "precision": str, "verify_batch": int,
                   "betas": lambda v: tuple(float(b) for b in v.split("/"))}
     code_fields = {"vectors": str, "rank": int, "bits": int}
-    unknown = set(values) - set(opt_fields) - set(code_fields) - {"window", "store"}
+    unknown = set(values) - set(opt_fields) - set(code_fields) - {"window", "store", "objective"}
     if unknown:
         raise SystemExit(f"bench: unknown variant settings {sorted(unknown)}")
     opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
@@ -37,7 +37,8 @@ def parse_variant(text: str) -> tuple[str, CompressSettings]:
         code["code"] = "compact"  # rank and bits only mean something for compact codes
     window = int(values["window"]) if "window" in values else None
     return f"memzip {name}", CompressSettings(
-        window=window, optimizer=opt, vectors=VectorSpec(**code), store=values.get("store", "smaller")
+        window=window, optimizer=opt, vectors=VectorSpec(**code), store=values.get("store", "smaller"),
+        objective=values.get("objective", "greedy"),
     )
 
 

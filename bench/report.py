@@ -65,7 +65,7 @@ def comparison_markdown(rows: list[dict]) -> list[str]:
 
 
 def summary_markdown(summary: dict) -> str:
-    lines = [f"# memzip benchmark\n", f"Machine: `{json.dumps(summary['machine'])}`\n", f"Command: `{summary['command']}`\n"]
+    lines = ["# memzip benchmark\n", f"Machine: `{json.dumps(summary['machine'])}`\n", f"Command: `{summary['command']}`\n"]
     if summary.get("rows"):
         lines += ["## Side by side (ratios: output / input)\n", *comparison_markdown(summary["rows"])]
         lines += [

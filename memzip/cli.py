@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
     from .format.vectors import CODES, VectorSpec
-    from .settings import DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, PRECISIONS, STORE_POLICIES, OptimizerSettings
+    from .settings import (DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, OBJECTIVES, PRECISIONS, SIZE_STEPS, STORE_POLICIES,
+                           OptimizerSettings)
 
     d, v = OptimizerSettings(), VectorSpec()
     levels = ", ".join(f"-{k} {n}" for k, n in LEVEL_ROWS.items())
@@ -63,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                    f"row, {levels} tokens, default -{DEFAULT_LEVEL}; a file is split into rows of equal length, "
                    "each decoded as one sequence: longer rows give more context, more rows decode faster; "
                    "below -9 files of over 768 tokens get at least two rows)")
-    c.add_argument("--steps", type=int, default=d.steps, help=f"optimizer step budget per window (default {d.steps})")
+    c.add_argument("--steps", type=int, default=None,
+                   help=f"optimizer step budget per window (default {d.steps}; {SIZE_STEPS} with --objective size)")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
     c.add_argument("--lr", type=float, default=None,
                    help="Adam learning rate (default 0.05 for compact codes, 0.01 for full vectors)")
@@ -72,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                    f"probabilities (the compressor); compact = a quantized code in a basis derived from the "
                    f"model's embeddings (--rank, --bits); full = the whole bf16 vector, the paper's setting "
                    f"(default {v.code})")
+    c.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0],
+                   help="what memory vectors are chosen for: greedy = greedy decoding regenerates each window (the "
+                   "paper's setting); size = the smallest file, one vector per row kept only if the file is smaller "
+                   "with it (experimental: on the packaged model it never is) (default greedy)")
     c.add_argument("--store", choices=STORE_POLICIES, default=STORE_POLICIES[0],
                    help="smaller: store a window by the model (its coded tokens or a vector) only where that is expected to be "
                    "smaller than its share of the text compressed by zstd, the rest raw; always: every window "
@@ -182,14 +188,15 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 
 def _settings(args):
     """The compression settings the options ask for (validated by memzip.settings, once)."""
-    from .settings import CompressSettings, OptimizerSettings, vector_spec
+    from .settings import SIZE_STEPS, CompressSettings, OptimizerSettings, vector_spec
 
     from .errors import SettingsError
 
     try:
-        opt = OptimizerSettings(steps=args.steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
+        steps = args.steps if args.steps is not None else SIZE_STEPS if args.objective == "size" else OptimizerSettings.steps
+        opt = OptimizerSettings(steps=steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
         return CompressSettings(window=args.window, optimizer=opt, vectors=vector_spec(args.vectors, args.rank, args.bits),
-                                store=args.store, verify=args.verify, level=args.level)
+                                store=args.store, verify=args.verify, level=args.level, objective=args.objective)
     except SettingsError as exc:
         raise UsageError(f"--{exc}") from None  # each message starts with the setting's name: its option
 
@@ -250,7 +257,7 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
         step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
         step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
-        stored = f"{r.predicted} predicted" if args.vectors == "none" else f"{r.vectors} vectors"
+        stored = f"{r.vectors} vectors" if r.vectors else f"{r.predicted} predicted"
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
             f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"

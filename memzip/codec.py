@@ -1,42 +1,35 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
-compress: segment into windows (rows of up to the level's length) -> per window, its tokens coded with
-the model's own distribution at every position (the default, no memory vectors: ``_predict``, one
-all-at-once evaluation per batch of windows), or one optimized memory vector (``--vectors
-full|compact``: ``_memorize``, each vector accepted only when the engine's greedy replay regenerates its
-window) with its tokens coded given the vector -> container -> read back strictly, and its streams and
-codes must be the ones computed. Every replay runs on the exact engine (memzip.engine), whose logits are
-the same bits on every machine and whether a window is evaluated all at once or one token at a time, so
-the distributions coded with here are exactly those the decompressor decodes with.
-``CompressSettings.verify`` also decodes the finished file the way ``decompress`` does.
+compress: resolve the settings for this input -> segment it into windows (rows of up to the level's
+length) and raw spans -> one storage strategy (memzip/strategies/: model-coded windows by default,
+memory vectors on request) returns each window it keeps as a vector code and a token stream -> the
+container, read back strictly: its streams and codes must be the ones computed and its segments must
+make up the input. Every replay runs on the exact engine (memzip.engine), whose logits are the same
+bits on every machine and whether a window is evaluated all at once or one token at a time, so the
+distributions coded with are exactly those the decompressor decodes with. ``CompressSettings.verify``
+also decodes the finished file the way ``decompress`` does.
 
 decompress: read strictly -> check the model's fingerprint and engine version -> decode every window
-one token per step from its stream -> reassemble with the raw spans -> check length and checksum.
+one token per step from its stream (and its memory vector, if the file has them) -> reassemble with the
+raw spans -> check length and checksum.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
-from . import __version__
-from .format import container
-from .codes import VectorCode, VectorSpec, basis_digest, header_field
-from .format.container import KIND_RAW, KIND_WINDOW, Container
-from .decoder import code_windows, decode_windows, reproduces
+from . import __version__, strategies
+from .codes import VectorCode, basis_digest, header_field
+from .decoder import decode_windows
 from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
-from .journal import Journal
+from .format import container
+from .format.container import KIND_RAW, KIND_WINDOW, Container
 from .model import LanguageModel, load_model
-from .optimizer import WindowResult, optimize_windows
-from .settings import CompressSettings, default_window
 from .progress import Progress
+from .settings import CompressSettings, default_window
+from .strategies import Job, Outcome, Stored, percentile
 from .windows import Segment, segment
-
-def percentile(values: list, q: float):
-    """The value at quantile ``q`` (nearest rank, lower) of ``values``; None when empty."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
 @dataclass
@@ -75,39 +68,14 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
     """``settings`` with every default decided for this input and model: the window length and what
     the optimizer's "auto" means here (this is what the header and the journal record)."""
     window = settings.window
-    if window is None and settings.vectors.code != "none":
-        window = default_window(settings.vectors, 0)
+    if window is None and not settings.rows_by_level:
+        window = default_window(False, 0)
     elif window is None:
         approx_tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
-        window = default_window(settings.vectors, approx_tokens, settings.level)
+        window = default_window(True, approx_tokens, settings.level)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
-
-
-def journal_identity(data: bytes, lm: LanguageModel, settings: CompressSettings) -> dict:
-    """What a journal must match to be resumed: the same input, model and settings."""
-    settings = resolved_settings(data, lm, settings)
-    return {
-        "input_size": len(data),
-        "input_sha256": hashlib.sha256(data).hexdigest(),
-        "model_fingerprint": lm.fingerprint,
-        "engine": ENGINE_VERSION,
-        "window": settings.window,
-        "optimizer": asdict(settings.optimizer),
-        "vectors": asdict(settings.vectors),
-        "store": settings.store,
-    }
-
-
-def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
-    """Per window: can storing it by the model (a vector, or its coded tokens) pay? Its cost is ``costs[i]`` bytes;
-    the alternative is the window's share of zstd over the input (what the fallback would cost).
-    Either way the window takes a segment-table entry (1-2 bytes)."""
-    if store == "always" or not windows:
-        return [True] * len(windows)
-    fallback_ratio = len(container.zstd_frame(data)) / len(data)
-    return [cost < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
 
 
 def compress(
@@ -129,14 +97,9 @@ def compress(
     lm = _model(model, progress=progress)
     settings = resolved_settings(data, lm, settings)
     segments = segment(data, lm.tokenizer, lm.token_bytes, settings.window)
-    windows = [s for s in segments if s.is_window]
-    code = VectorCode(settings.vectors, lm)
-    predicted = code.spec.code == "none"
-    if predicted:
-        stored, not_tried = _predict(data, windows, settings, lm, progress)
-        resumed = 0
-    else:
-        stored, resumed, not_tried = _memorize(data, lm, windows, settings, code, progress, journal_path)
+    job = Job(data, [s for s in segments if s.is_window], settings, lm, progress, journal_path)
+    strategy = strategies.for_settings(settings)
+    outcome = strategy.store(job)
     header = {
         "memzip_version": __version__,
         "model_id": lm.model_id,
@@ -145,19 +108,16 @@ def compress(
         "prefix_id": lm.prefix_id,
         "hidden_size": lm.hidden_size,
         "window": settings.window,
-        "vectors": header_field(code.spec, lm),
+        "vectors": header_field(outcome.spec, lm),
         "original_size": len(data),
-        "settings": {} if predicted else asdict(settings.optimizer),
+        "settings": strategy.header_settings(job, outcome),
     }
-    summary = _summary(code.spec, windows, stored, resumed, not_tried)
-    if not predicted:
-        header["settings"].update(steps_median=summary.stats()["steps_median"], steps_p90=summary.stats()["steps_p90"])
-    blob = _write(header, segments, stored, lm.token_bytes, data)
-    if settings.store == "smaller" and stored:  # the whole file raw, if that is smaller after all
-        plain = _summary(code.spec, windows, {}, resumed, not_tried)
+    summary = _summary(job, outcome.stored, outcome)
+    blob = _write(header, segments, outcome.stored, lm.token_bytes, data)
+    if settings.store == "smaller" and outcome.stored:  # the whole file raw, if that is smaller after all
         raw_blob = _write(header, segments, {}, lm.token_bytes, data)
         if len(raw_blob) < len(blob):
-            blob, summary = raw_blob, plain
+            blob, summary = raw_blob, _summary(job, {}, outcome)
     if settings.verify:
         if decompress(blob, lm, progress) != data:  # decompress raises first; this cannot happen
             raise IntegrityError("internal error: the container does not decode to the input")
@@ -166,123 +126,39 @@ def compress(
     return blob
 
 
-def _write(header: dict, segments: list[Segment], stored: dict, token_bytes, data: bytes) -> bytes:
+def _write(header: dict, segments: list[Segment], stored: dict[int, Stored], token_bytes, data: bytes) -> bytes:
     """The container, read back strictly: it must hold exactly the streams and codes computed, and its
     raw spans and windows (their tokens' bytes) must make up the input."""
-    kept = [s for s in segments if s.is_window and id(s) in stored]
+    windows = [s for s in segments if s.is_window]
+    kept = sorted(stored)
     c = _build(header, segments, stored)
     c.checksum = container.original_checksum(data)
     blob = container.write(c)
     c = container.read(blob)
-    if c.streams != [stored[id(s)].stream for s in kept] or c.codes != b"".join(stored[id(s)].code for s in kept):
+    if c.streams != [stored[i].stream for i in kept] or c.codes != b"".join(stored[i].code for i in kept):
         raise IntegrityError("internal error: the container does not hold the streams and codes computed")
-    if _assemble(c, [list(s.tokens) for s in kept], token_bytes) != data:
+    if _assemble(c, [list(windows[i].tokens) for i in kept], token_bytes) != data:
         raise IntegrityError("internal error: the container's segments do not make up the input")
     return blob
 
 
-@dataclass(frozen=True)
-class Stored:
-    """A window stored by the model: its vector code (empty without vectors) and its token stream."""
-
-    code: bytes
-    stream: bytes
-    steps: int = 0
-
-
-def _summary(spec: VectorSpec, windows, stored: dict, resumed: int, not_tried: int) -> CompressReport:
-    vectors = spec.code != "none"
-    steps = [r.steps for r in stored.values()] if vectors else []
-    return CompressReport(len(windows), len(stored) if vectors else 0, len(windows) - len(stored), steps, resumed,
-                          not_tried, 0 if vectors else len(stored))
+def _summary(job: Job, stored: dict[int, Stored], outcome: Outcome) -> CompressReport:
+    """The report of a file that keeps the windows in ``stored`` (the outcome's, or none at all)."""
+    vectors = outcome.spec.code != "none"
+    return CompressReport(len(job.windows), len(stored) if vectors else 0, len(job.windows) - len(stored),
+                          [r.steps for r in stored.values()] if vectors else [], outcome.resumed,
+                          outcome.not_tried, 0 if vectors else len(stored))
 
 
-PROBE_TOKENS = 512
-PROBE_MARGIN = 0.9  # the model must beat zstd's ratio by 10% on the probe to be tried on the whole input
-
-
-def _model_can_pay(data: bytes, windows: list[Segment], lm) -> bool:
-    """Does the model code the first PROBE_TOKENS window tokens clearly smaller than zstd codes their
-    bytes? Inputs with fewer tokens than that are always tried in full."""
-    if sum(len(s.tokens) for s in windows) <= PROBE_TOKENS:
-        return True
-    sample, left = [], PROBE_TOKENS
-    for s in windows:
-        if left <= 0:
-            break
-        sample.append(list(s.tokens[:left]))
-        left -= len(sample[-1])
-    _streams, bits = code_windows(lm, sample)
-    sample_bytes = b"".join(lm.detokenize(t) for t in sample)
-    # against zstd on the same bytes: on the whole input zstd would also see what the model's rows see
-    # later (a log's repeats), which the probe's first tokens cannot show
-    return sum(bits) / 8 < PROBE_MARGIN * len(container.zstd_frame(sample_bytes))
-
-
-def _predict(data, windows, settings, lm, progress) -> tuple[dict, int]:
-    """Every window's token stream, by one all-at-once evaluation per batch of windows. Returns the
-    windows to store (by id -> Stored) and how many are not worth storing (kept raw). With the store
-    policy "smaller", a probe of the first PROBE_TOKENS tokens decides first whether the model can pay
-    at all: binary or incompressible input is then stored raw in seconds, without the full pass."""
-    if settings.store == "smaller" and not _model_can_pay(data, windows, lm):
-        return {}, len(windows)
-    progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
-    streams, _bits = code_windows(lm, [s.tokens for s in windows], on_progress=progress.update)
-    progress.done()
-    costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
-    worth = worth_storing(data, windows, costs, settings.store)
-    stored = {id(s): Stored(b"", stream) for s, stream, ok in zip(windows, streams, worth) if ok}
-    return stored, worth.count(False)
-
-
-def _memorize(data, lm, windows, settings, code, progress, journal_path) -> tuple[dict, int, int]:
-    """Optimize memory vectors: (verified windows by id -> Stored, resumed, not tried). A vector is
-    accepted only when the engine's greedy replay regenerates its window with the required margin."""
-    journal = Journal(journal_path, journal_identity(data, lm, settings), code.size) if journal_path else None
-    done = {i: r for i, r in (journal.done.items() if journal else ()) if i < len(windows)}
-    if journal is not None:
-        if journal.discarded_stale:
-            progress.message(f"{journal_path}: left by a run on other input or settings; starting over")
-        if done:
-            progress.message(f"resuming: {len(done)} of {len(windows)} windows already done ({journal_path})")
-        journal.open()
-    worth = worth_storing(data, windows, [code.size] * len(windows), settings.store)
-    skipped = {i: WindowResult(None, 0) for i, ok in enumerate(worth) if not ok}
-    todo = [i for i in range(len(windows)) if i not in done and i not in skipped]
-    progress.phase("optimizing memory vectors", len(windows))
-
-    def verify(codes: list[bytes], tokens: list[list[int]]) -> list[bool]:
-        return reproduces(lm, code.rebuild(codes), tokens, settings.optimizer.margin)
-
-    def on_step(finished: int, steps: int) -> None:
-        progress.update(len(done) + len(skipped) + finished, f"{steps} steps")
-
-    def on_result(j: int, result: WindowResult) -> None:
-        if journal is not None:
-            journal.record(todo[j], result)
-
-    try:
-        fresh = optimize_windows(
-            lm, [list(windows[i].tokens) for i in todo], settings.optimizer, code, verify, on_step, on_result
-        )
-    finally:
-        if journal is not None:
-            journal.close()
-    progress.done()
-    results = {**skipped, **done, **dict(zip(todo, fresh))}
-    kept = [i for i, s in enumerate(windows) if results[i].code is not None]
-    streams, _bits = code_windows(lm, [windows[i].tokens for i in kept], code.rebuild([results[i].code for i in kept])) \
-        if kept else ([], [])
-    stored = {id(windows[i]): Stored(results[i].code, stream, results[i].steps) for i, stream in zip(kept, streams)}
-    return stored, len(done), len(skipped)
-
-
-def _build(header: dict, segments: list[Segment], stored: dict) -> Container:
-    """The container for ``segments`` with the windows in ``stored`` kept and every other window raw."""
+def _build(header: dict, segments: list[Segment], stored: dict[int, Stored]) -> Container:
+    """The container for ``segments`` with the windows in ``stored`` (by window index) kept and every
+    other window raw."""
     table: list[tuple[int, int]] = []
     codes, raw, streams = bytearray(), bytearray(), []
+    window = 0
     for s in segments:
-        kept = stored.get(id(s))
+        kept = stored.get(window) if s.is_window else None
+        window += s.is_window
         if kept is not None:
             table.append((KIND_WINDOW, len(s.tokens)))
             codes += kept.code

@@ -30,6 +30,7 @@ to a few tenths of a logit), so a candidate's float margin is a guess the engine
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -129,6 +130,7 @@ def optimize_windows(
     settings: OptimizerSettings,
     code: VectorCode,
     verify: Callable[[list[bytes], list[list[int]]], list[bool]],
+    *,
     on_progress: Callable[[int, int], None] | None = None,
     on_result: Callable[[int, WindowResult], None] | None = None,
 ) -> list[WindowResult]:
@@ -218,3 +220,39 @@ def optimize_windows(
     if on_progress is not None:
         on_progress(finished, total_steps)
     return [r for r in results]  # type: ignore[misc]
+
+
+def sequence_bits(lm, vector: torch.Tensor, tokens: Sequence[int], precision: str = "fp32") -> torch.Tensor:
+    """Cross-entropy in bits of ``tokens`` in one row ``[prefix, vector, tokens[:-1]]`` under the float
+    model, summed over the tokens (differentiable in ``vector``)."""
+    ids = torch.tensor([list(tokens)], dtype=torch.long, device=lm.device)
+    prefix = lm.embed(torch.full((1, 1), lm.prefix_id, dtype=torch.long, device=lm.device))
+    embeds = torch.cat([prefix, vector.view(1, 1, -1), lm.embed(ids[:, :-1])], dim=1)
+    with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        logits = lm.model(inputs_embeds=embeds, logits_to_keep=len(tokens)).logits.float()
+    return F.cross_entropy(logits[0], ids[0], reduction="sum") / math.log(2)
+
+
+def optimize_for_size(lm, tokens: Sequence[int], settings: OptimizerSettings, code: VectorCode,
+                      on_step: Callable[[int, float], None] | None = None) -> tuple[bytes, list[float]]:
+    """The stored code whose vector makes ``tokens`` most probable under the float model (the lowest
+    cross-entropy seen in ``settings.steps`` Adam steps, each forward seeing exactly the vector the
+    decoder rebuilds, straight-through), and the loss in bits at every step. The caller measures the
+    real size on the exact engine: the float model only guides the search."""
+    settings = settings.resolved(lm.device)
+    params = code.initial().clone().unsqueeze(0).requires_grad_(True)
+    lr = settings.lr if settings.lr is not None else code.default_lr
+    adam = torch.optim.Adam([params], lr=lr, betas=settings.betas, eps=settings.eps)
+    best, best_code, trace = float("inf"), code.quantize(params.detach())[0], []
+    for step in range(settings.steps):
+        view = code.train_view(params)
+        bits = sequence_bits(lm, view[0], tokens, settings.precision)
+        trace.append(float(bits.detach()))
+        if trace[-1] < best:
+            best, best_code = trace[-1], code.quantize(params.detach())[0]
+        adam.zero_grad()
+        bits.backward()
+        adam.step()
+        if on_step is not None:
+            on_step(step, trace[-1])
+    return best_code, trace

@@ -21,13 +21,19 @@ LEVEL_ROWS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 1024, 6: 2048, 7: 4096, 8: 8192,
 SPLIT_TOKENS = 768
 DEFAULT_LEVEL = 7
 STORE_POLICIES = ("smaller", "always")
+# What a memory vector is chosen for: "greedy" (the paper's setting: greedy decoding regenerates the
+# window exactly) or "size" (the smallest vector code + token stream; experimental, see
+# memzip/strategies/vectors_by_size.py). "size" optimizes a whole row per step: fewer steps by default.
+OBJECTIVES = ("greedy", "size")
+SIZE_STEPS = 40
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def default_window(spec: VectorSpec, tokens: int, level: int = DEFAULT_LEVEL) -> int:
-    """Window length when none is given: DEFAULT_WINDOW for memory vectors; for predicted windows the
-    level's longest row, shortened to split ``tokens`` (about how many the input has) into equal rows."""
-    if spec.code != "none":
+def default_window(by_level: bool, tokens: int, level: int = DEFAULT_LEVEL) -> int:
+    """Window length when none is given: DEFAULT_WINDOW for greedy memory vectors; otherwise
+    (``by_level``) the level's longest row, shortened to split ``tokens`` (about how many the input has)
+    into equal rows."""
+    if not by_level:
         return DEFAULT_WINDOW
     longest = LEVEL_ROWS[level]
     rows = max(1, -(-tokens // longest), 2 if level < 9 and tokens > SPLIT_TOKENS else 1)
@@ -78,6 +84,7 @@ class CompressSettings:
     store: str = "smaller"
     verify: bool = False  # decode the finished container (as decompress does) before returning it
     level: int = DEFAULT_LEVEL  # 1..9: rows of up to LEVEL_ROWS[level] tokens (without memory vectors)
+    objective: str = "greedy"  # what memory vectors are chosen for (OBJECTIVES); unused without vectors
 
     def __post_init__(self) -> None:
         if self.store not in STORE_POLICIES:
@@ -86,6 +93,15 @@ class CompressSettings:
             raise SettingsError(f"level must be one of {sorted(LEVEL_ROWS)}")
         if self.window is not None and self.window < 1:
             raise SettingsError("window must be at least 1")
+        if self.objective not in OBJECTIVES:
+            raise SettingsError(f"objective must be one of {OBJECTIVES}")
+        if self.objective == "size" and self.vectors.code == "none":
+            raise SettingsError("objective size chooses memory vectors: it needs --vectors compact or full")
+
+    @property
+    def rows_by_level(self) -> bool:
+        """Are windows the level's rows (model-coded, or vectors chosen by size), not DEFAULT_WINDOW?"""
+        return self.vectors.code == "none" or self.objective == "size"
 
 
 def vector_spec(code: str, rank: int, bits: int) -> VectorSpec:

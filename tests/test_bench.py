@@ -171,3 +171,24 @@ def test_levels_tool_measures_every_level_and_writes_its_table(lm, tmp_path):
     write_table(tmp_path / "out", "levels", rows, levels.table(rows))
     assert "| t.txt |" in (tmp_path / "out" / "levels.md").read_text()
     assert len(json.loads((tmp_path / "out" / "levels.json").read_text())) == 2
+
+
+def test_vector_curve_tool_measures_vectors_on_the_exact_engine(lm, tmp_path):
+    from bench import vector_curve
+    from memzip.decoder import code_windows
+    from memzip.tiny import TRAINING_TEXT
+
+    specs = [vector_curve.parse_code("8x4"), vector_curve.parse_code("full")]
+    rows = vector_curve.run(lm, "t", TRAINING_TEXT.encode(), [16, 40, 10_000], specs, steps=6, whole=True,
+                            say=lambda _t: None)
+    assert [(r["tokens"], r["code"]) for r in rows] == [(16, "rank 8, 4-bit"), (16, "full bf16"),
+                                                      (40, "rank 8, 4-bit"), (40, "full bf16")]  # 10,000: too long
+    ids = lm.tokenizer(TRAINING_TEXT, add_special_tokens=False)["input_ids"]
+    assert rows[0]["text_bits"] == round(sum(code_windows(lm, [ids[:16]])[1]), 1)  # the format's own coder
+    assert rows[0]["vector_bits_packed"] == 16 + 8 * 4 and rows[1]["vector_bits_stored"] == lm.hidden_size * 16
+    for r in rows:
+        net = r["text_bits"] - r["text_bits_with_vector"] - r["vector_bits_packed"]
+        assert abs(r["net_packed"] - net) < 0.2  # each figure rounded to 0.1 bit
+        assert r["float_bits_best"] <= r["float_bits_first"] and r["whole_rows"] >= 1
+    vector_curve.plot(rows, tmp_path)
+    assert (tmp_path / "curve.png").stat().st_size > 1000

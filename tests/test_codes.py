@@ -5,7 +5,7 @@ import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
 from memzip.format import container
-from memzip.codec import worth_storing
+from memzip.strategies import worth_storing
 from memzip.codes import BASIS_BITS, VectorCode, basis_digest, embedding_basis, header_field
 from memzip.format.vectors import VectorSpec, check_codes, spec_from_header
 from memzip.windows import Segment

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from memzip import CompressSettings, codec, compress, decompress, settings
+from memzip import CompressSettings, compress, decompress, settings
 from memzip.format import container
 from memzip.codes import VectorSpec
 from memzip.engine.forward import Engine, rank_of, select_rank
 from memzip.errors import ContainerError, SettingsError
 from memzip.optimizer import OptimizerSettings
+from memzip.strategies import model_coded
 from memzip.tiny import TRAINING_TEXT, tiny_lm
 
 PREDICT = CompressSettings(window=8, store="always")
@@ -68,7 +69,7 @@ def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
 
 
 def test_levels_cut_files_into_equal_rows_of_at_most_their_length():
-    none, full = VectorSpec("none"), VectorSpec("full")
+    none, full = True, False  # windows by level (no vectors) or DEFAULT_WINDOW (greedy memory vectors)
     assert settings.default_window(full, 10_000) == settings.DEFAULT_WINDOW
     for level, longest in settings.LEVEL_ROWS.items():
         assert settings.default_window(none, 10, level) == 10  # one row holds a short file whole
@@ -168,17 +169,17 @@ def test_binary_input_is_stored_raw_after_a_short_probe(lm, monkeypatch):
     noise = bytes(rng.randrange(256) for _ in range(6000))  # valid UTF-8 runs in it become windows
     text = (TRAINING_TEXT * 4).encode()
     coded: list[int] = []
-    real = codec.code_windows
+    real = model_coded.code_windows
 
     def counted(lm_, windows, *args, **kwargs):
         coded.append(sum(len(w) for w in windows))
         return real(lm_, windows, *args, **kwargs)
 
-    monkeypatch.setattr(codec, "code_windows", counted)
+    monkeypatch.setattr(model_coded, "code_windows", counted)
     report: list = []
     blob = compress(noise, lm, CompressSettings(window=64), report=report)
     assert decompress(blob, lm) == noise
-    assert coded == [codec.PROBE_TOKENS] and report[0].predicted == 0  # only the probe ran
+    assert coded == [model_coded.PROBE_TOKENS] and report[0].predicted == 0  # only the probe ran
     coded.clear()
     assert decompress(compress(text, lm, CompressSettings(window=64)), lm) == text
-    assert coded[0] == codec.PROBE_TOKENS and len(coded) == 2  # text passes the probe: the full pass runs
+    assert coded[0] == model_coded.PROBE_TOKENS and len(coded) == 2  # text passes the probe: the full pass runs

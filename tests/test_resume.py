@@ -12,6 +12,7 @@ import torch
 from memzip.codes import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, codec, compress, decompress
 from memzip.journal import Journal
+from memzip.strategies import memory_vectors
 from memzip.optimizer import WindowResult
 from memzip.tiny import TRAINING_TEXT
 
@@ -89,10 +90,11 @@ def test_compress_journals_every_window_and_a_rerun_optimizes_nothing(lm, tmp_pa
     counted = []
     first = compress(data, lm, QUICK, journal_path=path, report=counted)
     n = counted[0].windows
-    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), _code_bytes(lm, QUICK)).done) == n
+    assert len(Journal(path, memory_vectors.journal_identity(data, lm, codec.resolved_settings(data, lm, QUICK)), _code_bytes(lm, QUICK)).done) == n
     seen = []
-    real = codec.optimize_windows
-    monkeypatch.setattr(codec, "optimize_windows", lambda lm_, windows, *a: seen.append(len(windows)) or real(lm_, windows, *a))
+    real = memory_vectors.optimize_windows
+    monkeypatch.setattr(memory_vectors, "optimize_windows",
+                        lambda lm_, windows, *a, **k: seen.append(len(windows)) or real(lm_, windows, *a, **k))
     report = []
     again = compress(data, lm, QUICK, report=report, journal_path=path)
     assert seen == [0] and report[0].resumed == n
@@ -116,7 +118,7 @@ def test_interrupted_compress_resumes_from_the_finished_windows(lm, tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         compress(data, lm, QUICK, journal_path=path)
     monkeypatch.setattr(Journal, "record", real_record)
-    assert len(Journal(path, codec.journal_identity(data, lm, QUICK), _code_bytes(lm, QUICK)).done) == 3
+    assert len(Journal(path, memory_vectors.journal_identity(data, lm, codec.resolved_settings(data, lm, QUICK)), _code_bytes(lm, QUICK)).done) == 3
     report = []
     blob = compress(data, lm, QUICK, report=report, journal_path=path)
     assert report[0].resumed == 3

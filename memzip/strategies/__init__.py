@@ -1,0 +1,93 @@
+"""Storage strategies: how the windows of a file are stored by the model.
+
+The pipeline (memzip/codec.py) cuts the input into windows and hands them to one strategy, chosen by
+the settings (``for_settings``). A strategy returns, per window it keeps, a ``Stored`` record (its
+vector code, empty without vectors, and its arithmetic-coded token stream); every other window stays
+raw. A strategy is an object with
+
+* ``store(job) -> Outcome``: the windows it keeps, by index into ``job.windows``, and the vector code
+  their codes are in (``VectorSpec()``, none, for windows without vectors);
+* ``header_settings(job, outcome) -> dict``: what the container header records of how it ran.
+
+The decoder needs none of this: a file names its vector code, and every window is decoded the same way
+(memzip/decoder.py). A new strategy is a new module here and one line in ``for_settings``.
+
+* ``model_coded`` -- every window's tokens coded with the model's own distribution (the default);
+* ``memory_vectors`` -- one optimized memory vector per window, accepted only when the engine's greedy
+  replay regenerates the window (the paper's setting), its tokens then coded given the vector;
+* ``vectors_by_size`` -- one memory vector per row, chosen to make the file smallest (vector code +
+  token stream), kept only if the file is smaller with it (experimental).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..format import container
+from ..format.vectors import VectorSpec
+from ..progress import Progress
+from ..settings import CompressSettings
+from ..windows import Segment
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A window stored by the model: its vector code (empty without vectors) and its token stream."""
+
+    code: bytes
+    stream: bytes
+    steps: int = 0  # optimizer steps spent on its vector
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a strategy gets: the input, its windows, the resolved settings, the model, and where to
+    report progress and journal (``journal_path``: None for none)."""
+
+    data: bytes
+    windows: list[Segment]
+    settings: CompressSettings
+    lm: object
+    progress: Progress
+    journal_path: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The windows a strategy keeps (index into ``Job.windows`` -> Stored); the rest are stored raw."""
+
+    stored: dict[int, Stored] = field(default_factory=dict)
+    resumed: int = 0  # windows taken from the journal of an interrupted run
+    not_tried: int = 0  # windows left raw without being tried: expected to be larger stored by the model
+    spec: VectorSpec = VectorSpec()  # the vector code of the stored windows (none: no vectors)
+
+
+def percentile(values: list, q: float):
+    """The value at quantile ``q`` (nearest rank, lower) of ``values``; None when empty."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
+    """Per window: can storing it by the model (a vector, or its coded tokens) pay? Its cost is
+    ``costs[i]`` bytes; the alternative is the window's share of zstd over the input (what the fallback
+    would cost). Either way the window takes a segment-table entry (1-2 bytes)."""
+    if store == "always" or not windows:
+        return [True] * len(windows)
+    fallback_ratio = len(container.zstd_frame(data)) / len(data)
+    return [cost < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
+
+
+def for_settings(settings: CompressSettings):
+    """The strategy the settings ask for."""
+    if settings.vectors.code == "none":
+        from .model_coded import ModelCoded
+
+        return ModelCoded()
+    if settings.objective == "size":
+        from .vectors_by_size import VectorsBySize
+
+        return VectorsBySize()
+    from .memory_vectors import MemoryVectors
+
+    return MemoryVectors()
