@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py memzip/engine/_kernels.c Makefile
 
 demo: install
 	@rm -rf $(DEMO_OUT) && mkdir -p $(DEMO_OUT) && cp $(DEMO) $(DEMO_OUT)/sample.txt
-	@echo "== memzip c $(DEMO) (packaged SmolLM2-135M-Instruct, CPU; default: tokens stored as ranks under the model)"
+	@echo "== memzip c $(DEMO) (packaged SmolLM2-135M-Instruct, CPU; default: every token arithmetic-coded with the model's probabilities)"
 	@$(BIN)/memzip c $(DEMO_OUT)/sample.txt
 	@mv $(DEMO_OUT)/sample.txt $(DEMO_OUT)/original.txt
 	@$(BIN)/memzip x $(DEMO_OUT)/sample.txt.mz

@@ -14,7 +14,7 @@ from memzip.codes import VectorSpec
 
 from . import corpora, methods, model_limit, paper, peers, report
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results" / "default"  # the current default run, refreshed in place
 # Besides memzip's defaults: vectors tried for every window, with the default compact code and with the
 # paper's full bf16 vectors (both expand text; they show what the vectors cost and how often they verify).
 DEFAULT_VARIANTS = ["compact-always:vectors=compact,store=always", "full-always:vectors=full,store=always"]

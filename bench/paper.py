@@ -39,7 +39,8 @@ def reproduce(lm, model_name: str, text: str, size: int, settings: OptimizerSett
 
     total_steps = [0]
     t0 = time.perf_counter()
-    results = optimize_windows(lm, windows, settings, code, verify, lambda _done, steps: total_steps.__setitem__(0, steps))
+    results = optimize_windows(lm, windows, settings, code, verify,
+                               on_progress=lambda _done, steps: total_steps.__setitem__(0, steps))
     elapsed = time.perf_counter() - t0
     accuracy = [_accuracy(lm, code.rebuild([r.last]), w) for r, w in zip(results, windows)]
     exact = [r.code is not None for r in results]

@@ -114,6 +114,21 @@ def test_the_exact_float_product_path_gives_the_same_bits(lm, monkeypatch):
     assert torch.equal(_prefill(lm.engine, ids), ref)
 
 
+def test_both_product_paths_give_the_same_bits(lm, monkeypatch):
+    """torch._int_mm is used only where it is exact and faster than the float32 path: a choice of speed.
+    Forced either way (where _int_mm is exact here), the engine's hidden states are the same bits."""
+    if not arith._int_mm_exact(torch.device("cpu")):  # then the float path is the only one, whatever its speed
+        monkeypatch.delitem(arith._INT_MM_OK, "cpu", raising=False)
+        assert not arith._use_int_mm(torch.device("cpu"))
+        return
+    ids = _ids(lm)
+    outs = []
+    for use in (True, False):
+        monkeypatch.setitem(arith._INT_MM_OK, "cpu", use)
+        outs.append(_prefill(lm.engine, ids))
+    assert torch.equal(outs[0], outs[1])
+
+
 def test_int_mm_exactness_is_checked_with_saturating_pairs():
     a = torch.tensor([[127, 127, -128, -128]], dtype=torch.int8)
     w = torch.tensor([[-63, -63, 63, 63], [63, 63, -63, -63]], dtype=torch.int8)

@@ -87,7 +87,7 @@ def test_step_budget_is_respected(lm):
     progress = []
     results = optimize_windows(
         lm, windows, OptimizerSettings(steps=5, lr=1e-6, batch=2), VectorCode(VectorSpec("compact"), lm),
-        lambda v, t: [False] * len(t), lambda finished, steps: progress.append((finished, steps)),
+        lambda v, t: [False] * len(t), on_progress=lambda finished, steps: progress.append((finished, steps)),
     )
     assert [r.code for r in results] == [None] * len(windows)
     assert all(r.steps == 5 for r in results)

@@ -25,6 +25,8 @@ function (exp, sin, rsqrt, ...) is ever called.
 from __future__ import annotations
 
 import functools
+import time
+import weakref
 
 import torch
 
@@ -94,29 +96,57 @@ def normalize(x: torch.Tensor, gain: torch.Tensor, eps: float):
     return halves, torch.mul(gained_unit, inverse_rms)
 
 
-_INT_MM_OK: dict[str, bool] = {}
+_INT_MM_OK: dict[str, bool] = {}  # device -> use torch._int_mm (exact there, and faster than float32)
+
+
+def _use_int_mm(device: torch.device) -> bool:
+    """Multiply with torch._int_mm on ``device``? Only where it is exact (``_int_mm_exact``) and faster
+    than the exact float32 path (``_int_mm_faster``): both give the same integers, so this choice,
+    made once per device and process, changes speed only. (On a CPU without AVX-512 VNNI, torch's int8
+    kernel was measured 14x slower than float32 for a prefill product and 22x for a decoding step.)"""
+    key = str(device)
+    if key not in _INT_MM_OK:
+        _INT_MM_OK[key] = _int_mm_exact(device) and _int_mm_faster(device)
+    return _INT_MM_OK[key]
 
 
 def _int_mm_exact(device: torch.device) -> bool:
     """Does torch._int_mm compute int8 products exactly here, for weights in -63..63 and activations
-    in -128..127 (extremes and random values, shapes like the engine's)? Checked once per device."""
-    key = str(device)
-    if key not in _INT_MM_OK:
-        ok = hasattr(torch, "_int_mm")
-        gen = torch.Generator().manual_seed(0)
-        for m, k, n in ((2, 576, 64), (34, 1536, 72), (96, 64, 128)) if ok else ():
-            a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
-            w = torch.randint(-63, 64, (n, k), generator=gen, dtype=torch.int8)
-            a[0], w[0] = 127, -63  # a column of pair sums at the extreme
-            a[1], w[1] = -128, 63
-            try:
-                got = _raw_int_mm(a.to(device), w.to(device)).to("cpu", torch.int64)
-            except RuntimeError:
-                ok = False
-                break
-            ok = ok and torch.equal(got, a.long() @ w.long().t())
-        _INT_MM_OK[key] = ok
-    return _INT_MM_OK[key]
+    in -128..127 (extremes and random values, shapes like the engine's)?"""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    for m, k, n in ((2, 576, 64), (34, 1536, 72), (96, 64, 128)):
+        a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+        w = torch.randint(-63, 64, (n, k), generator=gen, dtype=torch.int8)
+        a[0], w[0] = 127, -63  # a column of pair sums at the extreme
+        a[1], w[1] = -128, 63
+        try:
+            got = _raw_int_mm(a.to(device), w.to(device)).to("cpu", torch.int64)
+        except RuntimeError:
+            return False
+        if not torch.equal(got, a.long() @ w.long().t()):
+            return False
+    return True
+
+
+def _int_mm_faster(device: torch.device) -> bool:
+    """Is torch._int_mm faster than the float32 path on a product of the engine's shapes here?"""
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randint(-128, 128, (64, 576), generator=gen, dtype=torch.int8).to(device)
+    w = torch.randint(-63, 64, (1536, 576), generator=gen, dtype=torch.int8).to(device)
+    times = []
+    for product in (_raw_int_mm, _float_mm):
+        product(a, w)  # warm up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(3):
+            product(a, w)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times[0] < times[1]
 
 
 def _raw_int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -128,12 +158,32 @@ def _raw_int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``a @ w.T`` for int8 ``a`` [m, k] and int8 ``w`` [n, k] with |w| <= 63: int32, exact."""
-    if _int_mm_exact(a.device):
-        return _raw_int_mm(a, w)
-    # float32 holds every partial sum exactly while k * 128 * 63 < 2**24: chunks of 2048 columns
+    return _raw_int_mm(a, w) if _use_int_mm(a.device) else _float_mm(a, w)
+
+
+_FLOAT_WEIGHTS: dict[tuple, tuple] = {}  # (address, shape) -> (weak reference to its owner, float32 transpose)
+
+
+def _float_weight(w: torch.Tensor) -> torch.Tensor:
+    """The float32 transpose of a weight matrix, made once and kept while the tensor that owns its memory
+    lives (the engine indexes its per-layer stacks, so each call brings a new view of the same memory)."""
+    owner = w._base if w._base is not None else w
+    key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), str(w.device))
+    ref, wf = _FLOAT_WEIGHTS.get(key, (None, None))
+    if ref is None or ref() is not owner:
+        wf = w.float().t()
+        _FLOAT_WEIGHTS[key] = (weakref.ref(owner, lambda _r, key=key: _FLOAT_WEIGHTS.pop(key, None)), wf)
+    return wf
+
+
+def _float_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``int_mm`` in float32: every partial sum is exact while k * 128 * 63 < 2**24, so in chunks of
+    2048 columns, added as int32. The float32 copy of each weight matrix is made once (4x its int8
+    size: converting it at every decoding step would cost more than the product)."""
+    wf = _float_weight(w)
     out = None
     for start in range(0, a.shape[1], 2048):
-        part = torch.mm(a[:, start : start + 2048].float(), w[:, start : start + 2048].float().t()).to(torch.int32)
+        part = torch.mm(a[:, start : start + 2048].float(), wf[start : start + 2048]).to(torch.int32)
         out = part if out is None else out + part
     return out
 
