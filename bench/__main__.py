@@ -11,6 +11,7 @@ from pathlib import Path
 
 from memzip import CompressSettings, OptimizerSettings, codec
 from memzip.codes import VectorSpec
+from memzip.settings import default_steps
 
 from . import corpora, methods, model_limit, paper, peers, report
 
@@ -31,6 +32,7 @@ def parse_variant(text: str) -> tuple[str, CompressSettings]:
     unknown = set(values) - set(opt_fields) - set(code_fields) - {"window", "store", "objective"}
     if unknown:
         raise SystemExit(f"bench: unknown variant settings {sorted(unknown)}")
+    values.setdefault("steps", str(default_steps(values.get("objective", "greedy"))))
     opt = OptimizerSettings(**{k: opt_fields[k](v) for k, v in values.items() if k in opt_fields})
     code = {("code" if k == "vectors" else k): code_fields[k](v) for k, v in values.items() if k in code_fields}
     if ("rank" in code or "bits" in code) and "code" not in code:

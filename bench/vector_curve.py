@@ -56,6 +56,7 @@ def run(lm, name: str, data: bytes, lengths: list[int], specs: list[VectorSpec],
         say=print) -> list[dict]:
     tokens = lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"]
     rows = []
+    whole_rows = whole_base = None
     for length in lengths:
         if length > len(tokens):
             continue
@@ -80,28 +81,27 @@ def run(lm, name: str, data: bytes, lengths: list[int], specs: list[VectorSpec],
                 "float_bits_best": round(min(trace), 1),
             }
             if whole and length < len(tokens):
-                row.update(_whole_file(lm, tokens, code, stored))
+                if whole_rows is None:  # the file's rows and their bits without a vector: once per file
+                    whole_rows = file_rows(tokens)
+                    whole_base = exact_bits(lm, whole_rows)
+                row.update(_whole_file(lm, whole_rows, whole_base, code, stored))
             rows.append(row)
             say(json.dumps(row))
     return rows
 
 
-_WHOLE_BASE: dict = {}
-
-
-def _whole_file(lm, tokens: list[int], code: VectorCode, stored: bytes) -> dict:
-    """The vector applied to every row of the whole file at the default level."""
+def file_rows(tokens: list[int]) -> list[list[int]]:
+    """The tokens cut into the default level's rows."""
     from memzip.settings import default_window
 
     window = default_window(True, len(tokens))
-    windows = [tokens[i : i + window] for i in range(0, len(tokens), window)]
-    key = (id(lm), tuple(map(len, windows)), hash(tuple(tokens)))
-    if key not in _WHOLE_BASE:  # the same for every vector tried on this file
-        _WHOLE_BASE[key] = exact_bits(lm, windows)
-    base = _WHOLE_BASE[key]
-    vectors = code.rebuild([stored] * len(windows))
-    with_v = exact_bits(lm, windows, vectors)
-    return {"whole_tokens": len(tokens), "whole_rows": len(windows), "whole_text_bits": round(base, 1),
+    return [tokens[i : i + window] for i in range(0, len(tokens), window)]
+
+
+def _whole_file(lm, windows: list[list[int]], base: float, code: VectorCode, stored: bytes) -> dict:
+    """The vector applied to every row of the whole file (``base``: their bits without a vector)."""
+    with_v = exact_bits(lm, windows, code.rebuild([stored] * len(windows)))
+    return {"whole_tokens": sum(map(len, windows)), "whole_rows": len(windows), "whole_text_bits": round(base, 1),
             "whole_saved": round(base - with_v, 1)}
 
 

@@ -188,12 +188,12 @@ def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | No
 
 def _settings(args):
     """The compression settings the options ask for (validated by memzip.settings, once)."""
-    from .settings import SIZE_STEPS, CompressSettings, OptimizerSettings, vector_spec
+    from .settings import CompressSettings, OptimizerSettings, default_steps, vector_spec
 
     from .errors import SettingsError
 
     try:
-        steps = args.steps if args.steps is not None else SIZE_STEPS if args.objective == "size" else OptimizerSettings.steps
+        steps = args.steps if args.steps is not None else default_steps(args.objective)
         opt = OptimizerSettings(steps=steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
         return CompressSettings(window=args.window, optimizer=opt, vectors=vector_spec(args.vectors, args.rank, args.bits),
                                 store=args.store, verify=args.verify, level=args.level, objective=args.objective)

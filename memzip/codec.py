@@ -100,24 +100,29 @@ def compress(
     job = Job(data, [s for s in segments if s.is_window], settings, lm, progress, journal_path)
     strategy = strategies.for_settings(settings)
     outcome = strategy.store(job)
-    header = {
-        "memzip_version": __version__,
-        "model_id": lm.model_id,
-        "model_fingerprint": lm.fingerprint,
-        "engine": ENGINE_VERSION,
-        "prefix_id": lm.prefix_id,
-        "hidden_size": lm.hidden_size,
-        "window": settings.window,
-        "vectors": header_field(outcome.spec, lm),
-        "original_size": len(data),
-        "settings": strategy.header_settings(job, outcome),
-    }
-    summary = _summary(job, outcome.stored, outcome)
-    blob = _write(header, segments, outcome.stored, lm.token_bytes, data)
-    if settings.store == "smaller" and outcome.stored:  # the whole file raw, if that is smaller after all
-        raw_blob = _write(header, segments, {}, lm.token_bytes, data)
+    blob, summary = None, None
+    for candidate in (outcome, outcome.alternative):
+        if candidate is None:
+            continue
+        header = {
+            "memzip_version": __version__,
+            "model_id": lm.model_id,
+            "model_fingerprint": lm.fingerprint,
+            "engine": ENGINE_VERSION,
+            "prefix_id": lm.prefix_id,
+            "hidden_size": lm.hidden_size,
+            "window": settings.window,
+            "vectors": header_field(candidate.spec, lm),
+            "original_size": len(data),
+            "settings": strategy.header_settings(job, candidate),
+        }
+        written = _write(header, segments, candidate.stored, lm.token_bytes, data)
+        if blob is None or len(written) < len(blob):
+            blob, summary, kept, kept_header = written, _summary(job, candidate.stored, candidate), candidate, header
+    if settings.store == "smaller" and kept.stored:  # the whole file raw, if that is smaller after all
+        raw_blob = _write(kept_header, segments, {}, lm.token_bytes, data)
         if len(raw_blob) < len(blob):
-            blob, summary = raw_blob, _summary(job, {}, outcome)
+            blob, summary = raw_blob, _summary(job, {}, kept)
     if settings.verify:
         if decompress(blob, lm, progress) != data:  # decompress raises first; this cannot happen
             raise IntegrityError("internal error: the container does not decode to the input")

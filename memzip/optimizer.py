@@ -97,6 +97,16 @@ class _Window:
     candidate: bytes | None = field(default=None, repr=False)
 
 
+def _row_logits(lm, vectors: torch.Tensor, ids: torch.Tensor, precision: str) -> torch.Tensor:
+    """Float-model logits [n, L, V] of rows ``[prefix, vector, ids[:, :-1]]``: position 1 + k predicts
+    ``ids[:, k]`` (float32, or under bf16 autocast)."""
+    n = ids.shape[0]
+    prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=lm.device))
+    embeds = torch.cat([prefix, vectors.view(n, 1, -1), lm.embed(ids[:, :-1])], dim=1)
+    with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        return lm.model(inputs_embeds=embeds, logits_to_keep=ids.shape[1]).logits.float()
+
+
 def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]], precision: str = "fp32"):
     """Forward a batch of rows, each ``[prefix, vector, tokens[:-1]]``, in float32 or under bf16 autocast.
 
@@ -111,10 +121,7 @@ def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]], 
     for row, w in enumerate(windows):
         ids[row, : len(w)] = torch.tensor(w, dtype=torch.long)
         mask[row, : len(w)] = True
-    prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=device))
-    embeds = torch.cat([prefix, vectors.unsqueeze(1), lm.embed(ids[:, :-1])], dim=1)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = lm.model(inputs_embeds=embeds, logits_to_keep=longest).logits.float()  # [n, longest, V]
+    logits = _row_logits(lm, vectors, ids, precision)  # [n, longest, V]
     ce = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")
     loss = (ce * mask).sum(dim=1) / mask.sum(dim=1)
     with torch.no_grad():
@@ -226,10 +233,7 @@ def sequence_bits(lm, vector: torch.Tensor, tokens: Sequence[int], precision: st
     """Cross-entropy in bits of ``tokens`` in one row ``[prefix, vector, tokens[:-1]]`` under the float
     model, summed over the tokens (differentiable in ``vector``)."""
     ids = torch.tensor([list(tokens)], dtype=torch.long, device=lm.device)
-    prefix = lm.embed(torch.full((1, 1), lm.prefix_id, dtype=torch.long, device=lm.device))
-    embeds = torch.cat([prefix, vector.view(1, 1, -1), lm.embed(ids[:, :-1])], dim=1)
-    with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        logits = lm.model(inputs_embeds=embeds, logits_to_keep=len(tokens)).logits.float()
+    logits = _row_logits(lm, vector, ids, precision)
     return F.cross_entropy(logits[0], ids[0], reduction="sum") / math.log(2)
 
 

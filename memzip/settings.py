@@ -29,6 +29,11 @@ SIZE_STEPS = 40
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def default_steps(objective: str) -> int:
+    """The optimizer's step budget per window when none is given: SIZE_STEPS for ``size``."""
+    return SIZE_STEPS if objective == "size" else OptimizerSettings.steps
+
+
 def default_window(by_level: bool, tokens: int, level: int = DEFAULT_LEVEL) -> int:
     """Window length when none is given: DEFAULT_WINDOW for greedy memory vectors; otherwise
     (``by_level``) the level's longest row, shortened to split ``tokens`` (about how many the input has)

@@ -161,7 +161,7 @@ def int_mm(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _raw_int_mm(a, w) if _use_int_mm(a.device) else _float_mm(a, w)
 
 
-_FLOAT_WEIGHTS: dict[tuple, tuple] = {}  # (address, shape) -> (weak reference to its owner, float32 transpose)
+_FLOAT_WEIGHTS: dict[tuple, tuple] = {}  # (address, shape, strides, device) -> (weak ref to its owner, float32 transpose)
 
 
 def _float_weight(w: torch.Tensor) -> torch.Tensor:

@@ -60,6 +60,9 @@ class Outcome:
     resumed: int = 0  # windows taken from the journal of an interrupted run
     not_tried: int = 0  # windows left raw without being tried: expected to be larger stored by the model
     spec: VectorSpec = VectorSpec()  # the vector code of the stored windows (none: no vectors)
+    # another way to store the same input: the pipeline writes both files and keeps the smaller (this
+    # one on a tie), so a strategy need not guess header and framing sizes
+    alternative: "Outcome | None" = None
 
 
 def percentile(values: list, q: float):

@@ -7,9 +7,9 @@ tokens under the float model (memzip/optimizer.py ``optimize_for_size``: straigh
 so every forward sees the vector the decoder rebuilds), on the row's first TRAIN_TOKENS tokens (a
 vector at the start of a row acts most on the tokens near it, and a step over a 4,096-token row costs
 ~8x one over 512 on a CPU); the whole rows' tokens are then coded given their
-vectors on the exact engine, and the file keeps the vectors only if its vector codes and token streams
-together are smaller than the token streams without vectors (a file's windows either all have vectors
-or none: the format records one vector code per file). The decoder is the one every file uses.
+vectors on the exact engine, and the file keeps the vectors only if it is smaller with them than
+without, framing included (the pipeline writes both: ``Outcome.alternative``). A file's windows either
+all have vectors or none: the format records one vector code per file. The decoder is the one every file uses.
 
 Measured (docs/RESULTS.md, ``python -m bench.vector_curve``): on SmolLM2-135M the bits a vector saves
 stay far below the bits it costs, so files keep no vector; this strategy exists to measure that and to
@@ -18,11 +18,10 @@ make any model where vectors do pay usable.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from ..codes import VectorCode
 from ..decoder import code_windows
-from ..format import container
 from ..format.vectors import VectorSpec
 from ..optimizer import optimize_for_size
 from . import Job, Outcome, Stored
@@ -50,14 +49,9 @@ class VectorsBySize:
             codes.append(best)
         progress.done()
         streams, _bits = code_windows(lm, rows, code.rebuild(codes))
-        with_vectors = sum(map(len, streams)) + len(container.zstd_frame(b"".join(codes)))
-        without = sum(len(s.stream) for s in plain.stored.values()) + len(container.zstd_frame(b""))
-        progress.message(f"memory vectors: {with_vectors} B with, {without} B without "
-                         f"({'kept' if with_vectors < without else 'not kept'})")
-        if with_vectors >= without:
-            return plain
         stored = {i: Stored(c, s, steps) for i, c, s in zip(kept, codes, streams)}
-        return Outcome(stored, not_tried=plain.not_tried, spec=code.spec)
+        # the pipeline keeps the file with vectors only if it is smaller than the default's, framing included
+        return replace(plain, alternative=Outcome(stored, not_tried=plain.not_tried, spec=code.spec))
 
     def header_settings(self, job: Job, outcome: Outcome) -> dict:
         if outcome.spec == VectorSpec():
