@@ -30,7 +30,7 @@ def step_seconds(lm, rows: int, context: int, timed: int) -> float:
     start = time.perf_counter()
     for _ in range(timed):
         hidden = engine.forward(engine.embed(ids), cache)
-        ids = engine.select(hidden, last, zero).unsqueeze(1)
+        ids = engine.greedy(hidden, last).unsqueeze(1)
     _sync(engine.device)
     return (time.perf_counter() - start) / timed
 

@@ -102,16 +102,7 @@ def code_windows(lm, windows, vectors=None, on_progress=None):
     engine = lm.engine
 
     def per_batch(batch, hidden, positions, targets):
-        found = []
-        for start in range(0, positions.shape[0], engine.HEAD_ROWS):
-            part = slice(start, start + engine.HEAD_ROWS)
-            freq = engine.frequencies(hidden, positions[part])
-            cum = freq.cumsum(dim=1)  # exact integers
-            tok = targets[part].unsqueeze(1)
-            hi = cum.gather(1, tok).squeeze(1)
-            f = freq.gather(1, tok).squeeze(1)
-            total = cum[:, -1]
-            found += zip((hi - f).tolist(), hi.tolist(), total.tolist())
+        found = engine.intervals(hidden, positions, targets)
         pos = 0
         for i in batch:
             n = len(windows[i])
@@ -185,16 +176,12 @@ def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=N
             last = torch.arange(len(batch)) * x.shape[1] + x.shape[1] - 1
             live = [r for r, i in enumerate(batch) if step < lengths[i]]
             if decoders is None:
-                tokens[:, step] = engine.select(hidden, last, torch.zeros(len(batch), dtype=torch.long)).cpu()
+                tokens[:, step] = engine.greedy(hidden, last).cpu()
             else:
-                freq = engine.frequencies(hidden, last[live])
-                cum = freq.cumsum(dim=1)
+                dist = engine.distributions(hidden, last[live])
                 for k, r in enumerate(live):
-                    total = int(cum[k, -1])
-                    target = decoders[r].target(total)
-                    token = int(torch.searchsorted(cum[k], target, right=True))
-                    hi = int(cum[k, token])
-                    lo = hi - int(freq[k, token])
+                    total = dist.total(k)
+                    token, lo, hi = dist.find(k, decoders[r].target(total))
                     decoders[r].narrow(lo, hi, total)
                     intervals[r].append((lo, hi, total))
                     tokens[r, step] = token

@@ -207,6 +207,30 @@ class Engine:
                 out[part] = token_frequencies(logits, self._code, self._code_steps, spare)
         return out
 
+    @torch.no_grad()
+    def intervals(self, hidden: Hidden, rows: torch.Tensor, tokens: torch.Tensor) -> list[tuple[int, int, int]]:
+        """The coding interval ``(lo, hi, total)`` of ``tokens[i]`` under the token distribution of
+        position ``rows[i]``: what the encoder narrows by (``lo`` = the frequencies of lower ids)."""
+        rows, tokens = rows.reshape(-1).long(), tokens.reshape(-1).long()
+        out: list[tuple[int, int, int]] = []
+        for start in range(0, rows.shape[0], self.HEAD_ROWS):
+            part = slice(start, start + self.HEAD_ROWS)
+            dist = self.distributions(hidden, rows[part])
+            out += dist.intervals(tokens[part])
+        return out
+
+    @torch.no_grad()
+    def distributions(self, hidden: Hidden, rows: torch.Tensor) -> "Distributions":
+        """The token distributions of positions ``rows``, for decoding (totals, and the token whose
+        interval holds a target)."""
+        return Distributions(self.frequencies(hidden, rows))
+
+    @torch.no_grad()
+    def greedy(self, hidden: Hidden, rows: torch.Tensor) -> torch.Tensor:
+        """The top token of each position ``rows[i]`` (the lowest id among equal top logits)."""
+        rows = rows.reshape(-1).long()
+        return self.select(hidden, rows, torch.zeros(rows.shape[0], dtype=torch.long))
+
     def _head_input(self, hidden: Hidden, rows: torch.Tensor | None):
         m = hidden.factor.shape[0]
         if rows is None:
@@ -335,6 +359,30 @@ class Engine:
 
 
 CODE_BITS = 24  # token frequencies sum to at most 2**24
+
+
+class Distributions:
+    """Integer token distributions of k positions (Engine.distributions): ``total(k)``, and ``find(k,
+    target)``, the token whose interval ``[lo, hi)`` holds ``target`` (0 <= target < total)."""
+
+    def __init__(self, freq: torch.Tensor):
+        self.freq = freq.cpu()
+        self.cum = self.freq.cumsum(dim=1)  # exact integers
+
+    def total(self, k: int) -> int:
+        return int(self.cum[k, -1])
+
+    def find(self, k: int, target: int) -> tuple[int, int, int]:
+        token = int(torch.searchsorted(self.cum[k], target, right=True))
+        hi = int(self.cum[k, token])
+        return token, hi - int(self.freq[k, token]), hi
+
+    def intervals(self, tokens: torch.Tensor) -> list[tuple[int, int, int]]:
+        """``(lo, hi, total)`` of ``tokens[k]`` in distribution k, for every k."""
+        tok = tokens.reshape(-1, 1).long().cpu()
+        hi = self.cum.gather(1, tok).squeeze(1)
+        lo = hi - self.freq.gather(1, tok).squeeze(1)
+        return list(zip(lo.tolist(), hi.tolist(), self.cum[:, -1].tolist()))
 
 
 def token_frequencies(logits: torch.Tensor, table: torch.Tensor, steps: torch.Tensor, spare: int) -> torch.Tensor:
