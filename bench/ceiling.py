@@ -25,7 +25,6 @@ def step_seconds(lm, rows: int, context: int, timed: int) -> float:
     ids = torch.full((rows, 1), lm.prefix_id, dtype=torch.long)
     engine.forward(engine.embed(torch.randint(0, lm.vocab_size, (rows, context))), cache)
     last = torch.arange(rows)
-    zero = torch.zeros(rows, dtype=torch.long)
     _sync(engine.device)
     start = time.perf_counter()
     for _ in range(timed):
