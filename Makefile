@@ -11,7 +11,7 @@ DEMO_OUT := $(VENV)/demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py memzip/engine/_kernels.c Makefile
+$(STAMP): pyproject.toml setup.py $(wildcard memzip/engine/csrc/*) Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0

@@ -153,7 +153,7 @@ def test_full_vectors_and_the_default_store_policy(tiny_model_dir, text_file, tm
     assert run("info", tmp_path / "default.mz") == 0
     out = capsys.readouterr().out
     assert "tokens coded with the model's probabilities" in out
-    assert "engine:          exact-1" in out and "decoding rows" not in out and "threads" not in out
+    assert "engine:          exact-2" in out and "decoding rows" not in out and "threads" not in out
     assert run("c", text_file, "-o", tmp_path / "one.mz", "--model", tiny_model_dir, "--threads", "1", "-q") == 0
     assert (tmp_path / "one.mz").read_bytes() == (tmp_path / "default.mz").read_bytes()  # same file, any count
     assert run("c", text_file, "-o", tmp_path / "checked.mz", "--model", tiny_model_dir, "--verify", "-q") == 0

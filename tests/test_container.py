@@ -38,7 +38,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "prefix_id": 0,
         "hidden_size": HIDDEN,
         "window": 4,
-        "engine": "exact-1",
+        "engine": "exact-2",
         "vectors": dict(vectors),
         "original_size": 100,
         "settings": {"lr": 0.01},
@@ -82,7 +82,7 @@ def test_writer_refuses_codes_no_reader_would_accept():
 def test_layout_starts_with_magic_and_version_and_ends_with_checksums():
     c = make()
     blob = container.write(c)
-    assert blob[:4] == b"\x89MZP" and blob[4] == container.FORMAT_VERSION == 9
+    assert blob[:4] == b"\x89MZP" and blob[4] == container.FORMAT_VERSION == 10
     assert blob[5] == container.PROFILE_JSON  # the tiny test header is not the default model's
     assert blob[-8:-4] == hashlib.sha256(b"x").digest()[:4] == c.checksum
     assert blob[-4:] == hashlib.sha256(blob[:-4]).digest()[:4]
@@ -135,9 +135,10 @@ def test_newer_version_is_named_in_the_error():
 
 def test_older_version_is_refused_by_number():
     blob = bytearray(container.write(make()))
-    blob[4] = 8
-    with pytest.raises(ContainerError, match="version 8 is not supported"):
-        container.read(bytes(blob))
+    for old in (8, 9):
+        blob[4] = old
+        with pytest.raises(ContainerError, match=f"version {old} is not supported"):
+            container.read(bytes(blob))
     format8 = b"\x89MZP\r\n\x1a\n\x08\x00" + bytes(20)  # format 8's 8-byte magic and u16 version
     with pytest.raises(ContainerError, match="not supported"):
         container.read(format8)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from memzip.engine import Engine, arith, kernels_available, tables
+from memzip.engine import Engine, arith, kernels_available, native, tables
 from memzip.engine import weights as engine_weights
 from memzip.tiny import tiny_lm
 
@@ -39,8 +39,8 @@ def _incremental(engine, ids, chunks=1):
     return torch.cat(out, dim=1)
 
 
-def test_the_c_kernels_are_built():
-    """`make install` compiles memzip/engine/_kernels.c; without it everything still works, 3-4x slower."""
+def test_the_c_engine_is_built():
+    """`make install` compiles memzip/engine/csrc/; without it everything still works, much slower."""
     assert kernels_available()
 
 
@@ -66,19 +66,47 @@ def test_a_rows_logits_do_not_depend_on_its_batch(lm, kernels):
     assert torch.equal(changed[[0, 2, 3, 4]], ref[[0, 2, 3, 4]]) and not torch.equal(changed[1], ref[1])
 
 
-def test_c_kernels_and_torch_reference_agree_bit_for_bit(lm):
+def test_c_engine_and_torch_reference_agree_bit_for_bit(lm):
     c, t = Engine(lm.engine.weights, "cpu", "c"), Engine(lm.engine.weights, "cpu", "torch")
     ids = _ids(lm, rows=4, n=40)
     assert torch.equal(_prefill(c, ids), _prefill(t, ids))
     assert torch.equal(_incremental(c, ids, 3), _incremental(t, ids, 3))
-    hidden = c.forward(c.embed(ids), c.new_cache(4, 40))
+    hc, ht = c.forward(c.embed(ids), c.new_cache(4, 40)), t.forward(t.embed(ids), t.new_cache(4, 40))
     rows = torch.arange(160)
     tokens = torch.randint(0, lm.vocab_size, (160,), generator=torch.Generator().manual_seed(2))
-    ranks = c.ranks(hidden, rows, tokens)
-    assert torch.equal(ranks, t.ranks(hidden, rows, tokens))
-    assert torch.equal(c.select(hidden, rows, ranks), tokens)
-    assert torch.equal(t.select(hidden, rows, ranks), tokens)
-    assert torch.equal(c.frequencies(hidden, rows), t.frequencies(hidden, rows))
+    assert torch.equal(c.ranks(hc, rows, tokens), t.ranks(ht, rows, tokens))
+    assert torch.equal(c.greedy(hc, rows), t.greedy(ht, rows))
+    freq = c.frequencies(hc, rows)
+    assert torch.equal(freq, t.frequencies(ht, rows))
+    assert c.intervals(hc, rows, tokens) == t.intervals(ht, rows, tokens)
+    cum = freq.cumsum(1)
+    expected = [(int(cum[k, tok] - freq[k, tok]), int(cum[k, tok]), int(cum[k, -1])) for k, tok in enumerate(tokens.tolist())]
+    assert c.intervals(hc, rows, tokens) == expected
+    dist = c.distributions(hc, rows[:5])
+    for k in range(5):
+        lo, hi, total = expected[k]
+        assert dist.total(k) == total and dist.find(k, lo) == (tokens[k].item(), lo, hi) == dist.find(k, hi - 1)
+
+
+@pytest.mark.skipif(not kernels_available(), reason="needs the C engine")
+def test_every_instruction_set_level_gives_the_same_bits(lm):
+    """The C engine's baseline, AVX2, AVX-512 VNNI and AMX kernels (those this CPU has) compute the same
+    integer sums and the same IEEE operations: logits, frequencies and prefill vs incremental agree."""
+    levels = ["baseline", "avx2", "avx512", "amx"]
+    here = levels[: levels.index(native.available_isa()) + 1]
+    engine = Engine(lm.engine.weights, "cpu", "c")
+    ids = _ids(lm, rows=3, n=48)  # 144 positions: the many-row products (AMX tiles) and the few-row ones
+    before = native.isa()
+    try:
+        outs = []
+        for level in here:
+            native.set_isa(level)
+            outs.append((_prefill(engine, ids), _incremental(engine, ids, 5)))
+    finally:
+        native.set_isa(before)
+    assert all(torch.equal(o[0], outs[0][0]) and torch.equal(o[1], outs[0][0]) for o in outs)
+    with pytest.raises(ValueError, match="unknown kernel level"):
+        native.set_isa("sse9")
 
 
 def test_token_distributions_are_integer_and_close_to_the_softmax(lm):
@@ -145,7 +173,9 @@ e = Engine(weights, "cpu", {kernels!r})
 gen = torch.Generator().manual_seed(0)
 ids = torch.randint(0, weights.config.vocab, (3, 24), generator=gen)
 logits = e.logits(e.forward(e.embed(ids), e.new_cache(3, 24)))
-print(torch.backends.cpu.get_cpu_capability(), hashlib.sha256(logits.numpy().tobytes()).hexdigest())
+from memzip.engine import native
+level = native.isa() if {kernels!r} == "c" else torch.backends.cpu.get_cpu_capability()
+print(level, hashlib.sha256(logits.numpy().tobytes()).hexdigest())
 """
 
 
@@ -158,30 +188,35 @@ def _subprocess_digest(path, env: dict, threads: int, kernels: str) -> list[str]
 
 
 def test_other_cpu_vector_levels_give_the_same_bits(lm, tmp_path):
-    """The tiny model's engine weights, evaluated in fresh processes with torch's and oneDNN's kernels
-    restricted to baseline x86-64 (no AVX) and to AVX2: the logits hash the same as under this CPU's
-    native level and in this process, with 1, 2 and 3 threads, through both kernel paths. (The weights
-    travel by file: the tiny model is trained in-process, and its float training is not portable.)"""
+    """The tiny model's engine weights, evaluated in fresh processes with the C engine capped at baseline
+    x86-64 and at AVX2 (MEMZIP_ISA) and with torch's and oneDNN's kernels restricted likewise for the
+    PyTorch reference: the logits hash the same as at this CPU's own level and in this process, with 1, 2
+    and 3 threads. (The weights travel by file: the tiny model is trained in-process, and its float
+    training is not portable.)"""
     path = tmp_path / "tiny.safetensors"
     from memzip.engine import weights as w
 
     w.save(path, lm.engine.weights, lm.token_bytes)
     ids = torch.randint(0, lm.vocab_size, (3, 24), generator=torch.Generator().manual_seed(0))
     here = hashlib.sha256(_prefill(lm.engine, ids).reshape(72, -1).numpy().tobytes()).hexdigest()
-    native = _subprocess_digest(path, {}, 2, "c")
-    baseline = _subprocess_digest(path, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}, 1, "c")
-    avx2 = _subprocess_digest(path, {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}, 3, "torch")
-    assert baseline[0] == "DEFAULT" and avx2[0] == "AVX2"
-    assert native[1] == baseline[1] == avx2[1] == here
+    own = _subprocess_digest(path, {}, 2, "c")
+    baseline = _subprocess_digest(path, {"MEMZIP_ISA": "baseline"}, 1, "c")
+    avx2 = _subprocess_digest(path, {"MEMZIP_ISA": "avx2"}, 3, "c")
+    torch_default = _subprocess_digest(path, {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}, 1, "torch")
+    assert baseline[0] == "baseline" and avx2[0] in ("avx2", "baseline") and torch_default[0] == "DEFAULT"
+    assert own[1] == baseline[1] == avx2[1] == torch_default[1] == here
 
 
 def _digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest()
 
 
+ATTENTION_TABLE = "ec4898eb25e47f8abe46b37be6a357a2bc14034d87caf133c1204af6690cbcec"
+
+
 def test_tables_are_the_pinned_bits():
     """Built by exact construction (Python's decimal arithmetic), so the same on every machine."""
-    assert _digest(tables.exp_table()) == "546582a68fd0f140a130438adf6f5d9b28a32db02f88168e355e56d7bdca49a0"
+    assert _digest(tables.attention_table()) == ATTENTION_TABLE
     assert _digest(tables.sigmoid_table()) == "972d107f9817c4f3fa500975ac44b6a0708ebf221d386d46819989d577bd14e2"
     assert _digest(tables.code_table()) == "17c063b3037b5d58690af946db0c1adb4e3ab709c1b0409c3baa484c34738a79"
     cos, sin = tables.rope_tables(100000.0, 64)

@@ -6,7 +6,7 @@ import torch
 from memzip import CompressSettings, compress, decompress, settings
 from memzip.format import container
 from memzip.codes import VectorSpec
-from memzip.engine.forward import Engine, rank_of, select_rank
+from memzip.engine.forward import Engine, rank_of
 from memzip.errors import ContainerError, SettingsError
 from memzip.optimizer import OptimizerSettings
 from memzip.strategies import model_coded
@@ -15,15 +15,15 @@ from memzip.tiny import TRAINING_TEXT, tiny_lm
 PREDICT = CompressSettings(window=8, store="always")
 
 
-def test_rank_of_and_select_rank_are_inverse_even_with_ties():
+def test_ranks_order_the_vocabulary_lower_ids_first_on_ties():
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randint(-3, 4, (5, 40), generator=gen).float()  # many exact ties
-    greedy = logits.argmax(dim=-1)
-    for t in range(40):
-        tokens = torch.full((5,), t)
-        ranks = rank_of(logits, tokens)
-        assert torch.equal(select_rank(logits, ranks), tokens)
-    assert torch.equal(rank_of(logits, greedy), torch.zeros(5, dtype=torch.long))
+    logits = torch.randint(-3, 4, (5, 40), generator=gen).double()  # many exact ties
+    ranks = torch.stack([rank_of(logits, torch.full((5,), t)) for t in range(40)], dim=1)
+    for row in range(5):
+        assert sorted(ranks[row].tolist()) == list(range(40))  # a permutation
+        order = sorted(range(40), key=lambda t: (-logits[row, t].item(), t))
+        assert [ranks[row, t].item() for t in order] == list(range(40))
+    assert torch.equal(rank_of(logits, logits.argmax(dim=-1)), torch.zeros(5, dtype=torch.long))
 
 
 @pytest.mark.parametrize(

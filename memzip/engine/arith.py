@@ -32,7 +32,6 @@ import torch
 
 ACT_LEVELS = 32639  # activations in -32639..32639: two int8 halves hi * 256 + lo, each in -128..127
 QK_LEVELS = 127  # q, k and v per head: int8 values
-WEIGHT_LEVELS = 65535  # attention weights before the value product: 16-bit integers
 
 F64 = torch.float64
 
@@ -212,31 +211,3 @@ def interpolate(table: torch.Tensor, steps: torch.Tensor, position: torch.Tensor
     frac = torch.sub(position, index)
     index = index.long()
     return torch.add(table[index], torch.mul(steps[index], frac))
-
-
-def exact_bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched product of float32 tensors holding integers whose exact partial sums stay below 2**24
-    (the caller's bound): exact in any summation order, returned as float64."""
-    return torch.bmm(a, b).to(F64)
-
-
-def weighted_values(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``weights @ values`` for integer weights in 0..65535 (float64 [n, q, c]) and int8-valued
-    ``values`` (float32 [n, c, d]), exactly: the weights are split into digits small enough that every
-    float32 partial sum stays below 2**24 (digit * 127 * c), and the digit products are recombined in
-    float64 (exact integers < 2**53)."""
-    keys = values.shape[1]
-    bits = 8 if keys * 255 * 127 < (1 << 24) else 4
-    if keys * ((1 << bits) - 1) * 127 >= (1 << 24):
-        raise ValueError(f"attention over {keys} positions is beyond the exact engine's range")
-    base = _c(1 << bits, weights)
-    inverse = _c(1.0 / (1 << bits), weights)
-    rest, total, place = weights, None, 1.0
-    for _ in range(16 // bits):
-        high = torch.floor(torch.mul(rest, inverse))
-        digit = torch.sub(rest, torch.mul(high, base))
-        part = exact_bmm(digit.to(torch.float32), values)
-        part = part if place == 1.0 else torch.mul(part, _c(place, part))
-        total = part if total is None else torch.add(total, part)
-        rest, place = high, place * (1 << bits)
-    return total

@@ -5,8 +5,8 @@ to the context precision, the same on every platform), then rounded once to the 
 integer). No libm function is involved, so the tables are the same bits on every machine; their
 SHA-256 is part of the engine fingerprint (memzip.engine.weights).
 
-* ``exp_table()``: ``round(2**16 * exp(-i / 256))`` for i = 0 .. 8193, integers (softmax weights);
-* ``code_table()``: ``round(2**32 * exp(-i / 256))``, the same at coding precision (token probabilities);
+* ``attention_table()``: ``round(2**15 * exp(-i / 512))``, integers (attention weights on integer gaps);
+* ``code_table()``: ``round(2**32 * exp(-i / 256))`` for i = 0 .. 8193 (token probabilities);
 * ``sigmoid_table()``: ``1 / (1 + exp(-x))`` at x = -16 + i / 64, i = 0 .. 2049 (SiLU);
 * ``rope_tables(base, dim)``: cos and sin of ``p * base**(-2i/dim)`` for positions p < MAX_POSITIONS,
   made from two exact tables (p = 64a + b) combined by one complex product in float64, op by op.
@@ -19,9 +19,8 @@ from decimal import Decimal, localcontext
 
 import torch
 
-EXP_STEP = 256  # table points per unit of the exp argument
-EXP_RANGE = 32  # exp(-x) for 0 <= x <= 32; beyond, 2**16 * exp(-x) rounds to 0
-EXP_ONE = 1 << 16  # exp(0) in the table's integer units
+EXP_STEP = 256  # coding-table points per unit of logit
+EXP_RANGE = 32  # the coding table covers exp(-x) for 0 <= x <= 32
 SIGMOID_STEP = 64
 SIGMOID_RANGE = 16  # sigmoid(x) for -16 <= x <= 16; beyond, the end values
 MAX_POSITIONS = 8192
@@ -30,16 +29,25 @@ _LOW = 64  # positions p = 64 * a + b, b < 64
 _PREC = 50
 
 
-@functools.lru_cache(maxsize=None)
-def exp_table() -> torch.Tensor:
-    """float64 [EXP_RANGE * EXP_STEP + 2]: integers round(EXP_ONE * exp(-i / EXP_STEP)), one extra
-    point past the end so that interpolation at the last point reads a defined neighbour."""
-    n = EXP_RANGE * EXP_STEP + 1
+def _exp_integers(one: int, step: int, count: int) -> list[int]:
+    """round(one * exp(-i / step)) for i < count (Decimal: exp correctly rounded at _PREC digits)."""
     with localcontext() as ctx:
         ctx.prec = _PREC
-        values = [int((Decimal(EXP_ONE) * (Decimal(-i) / EXP_STEP).exp()).to_integral_value()) for i in range(n)]
-    values.append(values[-1])
-    return torch.tensor(values, dtype=torch.float64)
+        return [int((Decimal(one) * (Decimal(-i) / step).exp()).to_integral_value()) for i in range(count)]
+
+
+ATT_ONE = 1 << 15  # exp(0) in attention-table units
+ATT_STEP = 512  # attention-table points per unit of score
+ATT_POINTS = 5680  # the table ends where ATT_ONE * exp(-i / ATT_STEP) rounds to 0
+
+
+@functools.lru_cache(maxsize=None)
+def attention_table() -> torch.Tensor:
+    """int32 [ATT_POINTS]: round(ATT_ONE * exp(-i / ATT_STEP)); the attention weight of a key whose
+    score is i / ATT_STEP below the top (docs/ENGINE.md, *Attention*). Its last point is 0."""
+    values = _exp_integers(ATT_ONE, ATT_STEP, ATT_POINTS)
+    assert values[-1] == 0 and values[-2] > 0
+    return torch.tensor(values, dtype=torch.int32)
 
 
 CODE_ONE = 1 << 32  # exp(0) in the coding table's integer units
@@ -47,12 +55,10 @@ CODE_ONE = 1 << 32  # exp(0) in the coding table's integer units
 
 @functools.lru_cache(maxsize=None)
 def code_table() -> torch.Tensor:
-    """float64 [EXP_RANGE * EXP_STEP + 2]: integers round(CODE_ONE * exp(-i / EXP_STEP)): the weights
-    from which token probabilities are made for coding (memzip.engine.forward.Engine.frequencies)."""
-    n = EXP_RANGE * EXP_STEP + 1
-    with localcontext() as ctx:
-        ctx.prec = _PREC
-        values = [int((Decimal(CODE_ONE) * (Decimal(-i) / EXP_STEP).exp()).to_integral_value()) for i in range(n)]
+    """float64 [EXP_RANGE * EXP_STEP + 2]: integers round(CODE_ONE * exp(-i / EXP_STEP)), plus a repeat
+    of the last point (interpolation at the last point reads a defined neighbour): the weights from
+    which token probabilities are made for coding (docs/FORMAT.md, *Token distribution*)."""
+    values = _exp_integers(CODE_ONE, EXP_STEP, EXP_RANGE * EXP_STEP + 1)
     values.append(values[-1])
     return torch.tensor(values, dtype=torch.float64)
 

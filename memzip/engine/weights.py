@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import asdict, dataclass
 
 import torch
 
 from . import tables
 
-ENGINE_VERSION = "exact-1"  # any change that moves a bit of any logit is a new version (and file format)
+ENGINE_VERSION = "exact-2"  # any change that moves a bit of any logit is a new version (and file format)
 LEVELS = 63
 
 
@@ -125,17 +126,37 @@ def build(config: EngineConfig, embed: torch.Tensor, head: torch.Tensor, final_g
     return weights
 
 
+CONFIG_FIELDS = ("layers", "hidden", "heads", "kv_heads", "head_dim", "ffn", "vocab", "rope_base", "norm_eps")
+_DTYPES = {torch.int8: b"i1", torch.uint8: b"u1", torch.int32: b"i4", torch.int64: b"i8", torch.float32: b"f4",
+           torch.float64: b"f8"}
+
+
+def hash_array(h, name: str, t: torch.Tensor) -> None:
+    """Feed one named array into ``h``: name, NUL, its dtype code (i1 u1 i4 i8 f4 f8), the number of
+    dimensions (1 byte), each dimension (8 bytes, little-endian), then its elements in row-major order,
+    little-endian (docs/ENGINE.md, *Fingerprint*)."""
+    t = t.detach().to("cpu").contiguous()
+    h.update(name.encode() + b"\0" + _DTYPES[t.dtype] + bytes([t.dim()]))
+    for size in t.shape:
+        h.update(int(size).to_bytes(8, "little"))
+    if t.numel():
+        array = t.numpy()
+        h.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+
+
 def fingerprint(weights: EngineWeights, token_bytes: list[bytes]) -> str:
-    """SHA-256 over the engine version, configuration, tables, every tensor and the detokenizer table."""
-    h = hashlib.sha256(f"memzip-engine\0{ENGINE_VERSION}\0".encode())
-    h.update(json.dumps(asdict(weights.config), sort_keys=True).encode())
-    cos, sin = tables.rope_tables(weights.config.rope_base, weights.config.head_dim)
-    for name, t in [("exp", tables.exp_table()), ("sigmoid", tables.sigmoid_table()), ("cos", cos), ("sin", sin),
-                    *weights.tensors().items()]:
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    h.update(b"\0tokens\0")
+    """SHA-256 over the engine version, the configuration, the tables, every weight tensor and the
+    detokenizer table, in the byte layout of docs/ENGINE.md, *Fingerprint*."""
+    h = hashlib.sha256(b"memzip-engine\0" + ENGINE_VERSION.encode() + b"\0")
+    c = weights.config
+    for name in CONFIG_FIELDS:
+        value = getattr(c, name)
+        h.update(name.encode() + b"\0" + (struct.pack("<d", value) if isinstance(value, float) else struct.pack("<q", value)))
+    cos, sin = tables.rope_tables(c.rope_base, c.head_dim)
+    for name, t in [("code", tables.code_table()), ("sigmoid", tables.sigmoid_table()),
+                    ("attention", tables.attention_table()), ("cos", cos), ("sin", sin), *weights.tensors().items()]:
+        hash_array(h, name, t)
+    h.update(b"tokens\0" + len(token_bytes).to_bytes(8, "little"))
     for b in token_bytes:
         h.update(len(b).to_bytes(4, "little") + b)
     return h.hexdigest()

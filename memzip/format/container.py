@@ -18,7 +18,7 @@ from ..errors import ContainerError
 from .vectors import VectorSpec, check_codes, spec_from_header
 
 MAGIC = b"\x89MZP"
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 # segment kinds: a window of tokens, a span of raw bytes
 KIND_WINDOW, KIND_RAW = 0, 1
 KINDS = (KIND_WINDOW, KIND_RAW)
@@ -48,8 +48,8 @@ PROFILE_JSON, PROFILE_DEFAULT = 0, 1
 DEFAULT_PROFILE = {
     "memzip_version": "",  # not recorded with this profile
     "model_id": "smollm2-135m-instruct",
-    "model_fingerprint": "d8e001bf59a7cbb7b32bc94a040b72b45544703cafa48d5de4b910c2d6950d88",
-    "engine": "exact-1",
+    "model_fingerprint": "aaf3e199c718a616e2f32543c199a3621b03c8b84d57258e257e833f2f85492c",
+    "engine": "exact-2",
     "prefix_id": 0,
     "hidden_size": 576,
     "vectors": {"code": "none"},

@@ -1,0 +1,190 @@
+/* The output head: logits of chosen positions, and the integer token distributions made from them
+ * (docs/FORMAT.md, *Token distribution*): what decoding needs (every frequency of a few positions)
+ * and what coding needs (one token's interval at each of many positions, without keeping the
+ * frequencies). */
+#include "forward.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define HEAD_CHUNK 16 /* positions per product in row mode */
+#define SPARE(v) ((int64_t)(1 << 24) - (v))
+
+typedef struct {
+    Model *M;
+    const uint8_t *final;
+    const double *factor;
+    int m, k;
+    const int64_t *pos;
+    double *logits;     /* [k][vocab] (logits, frequencies) */
+    int32_t *freq;      /* [k][vocab] (frequencies) */
+    int64_t *total;     /* [k] */
+    const int64_t *tokens;
+    int64_t *lo, *hi;   /* intervals */
+    uint8_t *act;       /* [2k][hidden_p] gathered rows (column mode) */
+    int32_t *sums;      /* [2k][np] (column mode) */
+} Head;
+
+static void *thread_buffer(Model *M, int t, size_t bytes) {
+    /* the forward's per-thread scratch is free while the head runs */
+    Scratch *s = &M->scratch;
+    if (bytes > s->thread_size[t]) {
+        free(s->thread[t]);
+        s->thread[t] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        s->thread_size[t] = s->thread[t] ? bytes : 0;
+    }
+    return s->thread[t];
+}
+
+static void gather(const Head *H, int i0, int i1, uint8_t *act) {
+    int kp = H->M->config.hidden_p, n = i1 - i0;
+    for (int i = i0; i < i1; i++) {
+        memcpy(act + (size_t)(i - i0) * kp, H->final + (size_t)H->pos[i] * kp, kp);
+        memcpy(act + (size_t)(n + i - i0) * kp, H->final + (size_t)(H->m + H->pos[i]) * kp, kp);
+    }
+}
+
+/* column mode: each thread its columns of every position's logits */
+static void logits_columns(void *ctx, int t, int T) {
+    Head *H = (Head *)ctx;
+    const Matrix *W = &H->M->head;
+    int j0, j1;
+    split_range(W->n, t, T, 16, &j0, &j1);
+    if (j0 >= j1) return;
+    gemm(W, H->act, 2 * H->k, j0, (j1 + 15) / 16 * 16, H->sums, W->np);
+    for (int i = 0; i < H->k; i++)
+        linear_row(W, H->sums + (size_t)i * W->np, H->sums + (size_t)(H->k + i) * W->np, j0, j1, H->factor[H->pos[i]],
+                   H->logits + (size_t)i * W->n, 0);
+}
+
+/* row mode: each thread whole positions, HEAD_CHUNK at a time; per position `each(H, i, logits, t)` */
+typedef void (*per_position)(Head *H, int i, double *logits, void *scratch);
+
+typedef struct {
+    Head *H;
+    per_position each;
+    size_t extra; /* per-position scratch bytes for `each` */
+} Rows;
+
+static void logits_rows(void *ctx, int t, int T) {
+    Rows *R = (Rows *)ctx;
+    Head *H = R->H;
+    Model *M = H->M;
+    const Matrix *W = &M->head;
+    int kp = M->config.hidden_p;
+    size_t act_bytes = (size_t)2 * HEAD_CHUNK * kp, sum_bytes = (size_t)2 * HEAD_CHUNK * W->np * 4;
+    size_t logit_bytes = (size_t)W->n * sizeof(double);
+    char *buf = thread_buffer(M, t, act_bytes + sum_bytes + logit_bytes + R->extra + 256);
+    if (!buf) return;
+    uint8_t *act = (uint8_t *)buf;
+    int32_t *sums = (int32_t *)(buf + (act_bytes + 63) / 64 * 64);
+    double *logits = (double *)((char *)sums + sum_bytes);
+    void *extra = (char *)logits + logit_bytes;
+    int i0, i1;
+    split_range(H->k, t, T, 1, &i0, &i1);
+    for (int a = i0; a < i1; a += HEAD_CHUNK) {
+        int b = a + HEAD_CHUNK < i1 ? a + HEAD_CHUNK : i1, n = b - a;
+        gather(H, a, b, act);
+        gemm(W, act, 2 * n, 0, W->np, sums, W->np);
+        for (int i = a; i < b; i++) {
+            double *l = H->logits ? H->logits + (size_t)i * W->n : logits;
+            linear_row(W, sums + (size_t)(i - a) * W->np, sums + (size_t)(n + i - a) * W->np, 0, W->n,
+                       H->factor[H->pos[i]], l, 0);
+            if (R->each) R->each(H, i, l, extra);
+        }
+    }
+}
+
+static void run_logits(Head *H, per_position each, size_t extra) {
+    Model *M = H->M;
+    if (H->k <= HEAD_CHUNK && !each) {
+        size_t kp = M->config.hidden_p;
+        H->act = aligned_alloc(64, (2 * H->k * kp + 63) / 64 * 64);
+        H->sums = aligned_alloc(64, ((size_t)2 * H->k * M->head.np * 4 + 63) / 64 * 64);
+        if (H->act && H->sums) {
+            gather(H, 0, H->k, H->act);
+            pool_run(logits_columns, H);
+        }
+        free(H->act);
+        free(H->sums);
+        return;
+    }
+    Rows R = {H, each, extra};
+    pool_run(logits_rows, &R);
+}
+
+void head_logits(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k, double *out) {
+    Head H = {M, final, factor, m, k, pos, out};
+    run_logits(&H, NULL, 0);
+}
+
+static void frequencies_of(Head *H, int i, double *l, void *scratch) {
+    int v = H->M->config.vocab;
+    int64_t *e = (int64_t *)scratch;
+    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e), spare = SPARE(v), total = 0;
+    int32_t *f = H->freq + (size_t)i * v;
+    for (int j = 0; j < v; j++) {
+        f[j] = (int32_t)(1 + e[j] * spare / sum); /* non-negative: the division floors */
+        total += f[j];
+    }
+    H->total[i] = total;
+}
+
+typedef struct {
+    Head *H;
+} Freq;
+
+static void frequencies_rows(void *ctx, int t, int T) {
+    Head *H = ((Freq *)ctx)->H;
+    int v = H->M->config.vocab;
+    int64_t *e = thread_buffer(H->M, t, (size_t)v * sizeof(int64_t));
+    if (!e) return;
+    int i0, i1;
+    split_range(H->k, t, T, 1, &i0, &i1);
+    for (int i = i0; i < i1; i++) frequencies_of(H, i, H->logits + (size_t)i * v, e);
+}
+
+void head_frequencies(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+                      int32_t *freq, int64_t *total) {
+    int v = M->config.vocab;
+    double *logits = aligned_alloc(64, ((size_t)k * v * sizeof(double) + 63) / 64 * 64);
+    if (!logits) return;
+    Head H = {M, final, factor, m, k, pos, logits, freq, total};
+    run_logits(&H, NULL, 0);
+    Freq F = {&H};
+    pool_run(frequencies_rows, &F);
+    free(logits);
+}
+
+static void interval_of(Head *H, int i, double *l, void *scratch) {
+    int v = H->M->config.vocab;
+    int64_t *e = (int64_t *)scratch;
+    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e), spare = SPARE(v), total = 0, below = 0;
+    int64_t token = H->tokens[i];
+    for (int j = 0; j < v; j++) {
+        int64_t f = 1 + e[j] * spare / sum;
+        below += j < token ? f : 0;
+        total += f;
+        if (j == token) H->hi[i] = below + f;
+    }
+    H->lo[i] = below;
+    H->total[i] = total;
+}
+
+void head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+                    const int64_t *tokens, int64_t *lo, int64_t *hi, int64_t *total) {
+    Head H = {M, final, factor, m, k, pos, NULL, NULL, total, tokens, lo, hi};
+    run_logits(&H, interval_of, (size_t)M->config.vocab * sizeof(int64_t));
+}
+
+void find_tokens(const int32_t *freq, int v, int k, const int64_t *target, int64_t *token, int64_t *lo, int64_t *hi) {
+    for (int i = 0; i < k; i++) {
+        const int32_t *f = freq + (size_t)i * v;
+        int64_t cum = 0, want = target[i];
+        int j = 0;
+        while (j < v - 1 && cum + f[j] <= want) cum += f[j++];
+        token[i] = j;
+        lo[i] = cum;
+        hi[i] = cum + f[j];
+    }
+}
