@@ -13,6 +13,7 @@ offsets, from which segments of any window length are cut without tokenizing aga
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .engine.tokens import detokenize
@@ -53,8 +54,8 @@ class Run:
 
     data: bytes
     text: str | None = None
-    ids: tuple[int, ...] = ()
-    offsets: tuple[tuple[int, int], ...] = ()
+    ids: Sequence[int] = ()  # as the tokenizer returns them (not copied: an input may have millions)
+    offsets: Sequence[tuple[int, int]] = ()
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def tokenize(data: bytes, tokenizer) -> Tokenized:
             continue
         text = run.decode("utf-8")
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        runs.append(Run(run, text, tuple(enc["input_ids"]), tuple(tuple(o) for o in enc["offset_mapping"])))
+        runs.append(Run(run, text, enc["input_ids"], enc["offset_mapping"]))
     return Tokenized(data, tuple(runs))
 
 

@@ -6,7 +6,7 @@ from bench import corpora
 from bench.__main__ import parse_variant, run
 from memzip.format import container
 from memzip.format.vectors import VectorSpec
-from memzip import CompressSettings, OptimizerSettings
+from memzip.settings import CompressSettings, OptimizerSettings
 
 
 def test_quick_bench_on_the_tiny_model(lm, tmp_path):
