@@ -78,7 +78,8 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
     if window is None and not settings.rows_by_level:
         window = default_window(False, 0)
     elif window is None:
-        window = default_window(True, _tokens_for_rows(tokenized or tokenize(data, lm.tokenizer), lm), settings.level)
+        tokenized = tokenized if tokenized is not None else tokenize(data, lm.tokenizer)
+        window = default_window(True, _tokens_for_rows(tokenized, lm), settings.level)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
     optimizer = settings.optimizer
@@ -139,7 +140,8 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
             "original_size": len(data),
             "settings": strategy.header_settings(job, candidate),
         }
-        built = _File(header, candidate.stored, candidate, container.write(_build(header, segments, candidate.stored, checksum)))
+        blob = container.write(_build(header, segments, candidate.stored, checksum))
+        built = _File(header, candidate.stored, candidate, blob)
         if best is None or len(built.blob) < len(best.blob):
             best = built
     if settings.store == "smaller" and best.stored:  # the whole file raw, if that is smaller after all
