@@ -1,5 +1,6 @@
 # memzip: `make demo` sets up and compresses/restores a sample on the packaged default model;
 # `make test` sets up and runs the test suite. Both start from nothing (a fresh .venv/ in the repo).
+# `make wheel-check` builds the wheel and round-trips a file with it installed in a fresh environment.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.memzip-installed
 DEMO   ?= bench/samples/demo.txt
 DEMO_OUT := $(VENV)/demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast wheel-check bench clean
 
 install: $(STAMP)
 
@@ -44,6 +45,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not model"
+
+# the wheel as users install it (not editable), in a fresh environment: contents, --version, --help, a round trip
+wheel-check:
+	PYTHON=$(PYTHON) .ci/wheel-check
 
 clean:
 	rm -rf $(VENV) build *.egg-info

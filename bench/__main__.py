@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from memzip import CompressSettings, OptimizerSettings, codec
-from memzip.codes import VectorSpec
+from memzip.format.vectors import VectorSpec
 from memzip.settings import default_steps
 
 from . import corpora, methods, model_limit, paper, peers, report

@@ -41,7 +41,7 @@ def float_step_seconds(lm, rows: int, context: int, timed: int) -> float:
     import warnings
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' cache-argument deprecation
-    model = lm.model
+    model = lm.float_model
     base, head = model.get_decoder(), model.get_output_embeddings().weight
     out = base(input_ids=torch.randint(0, lm.vocab_size, (rows, context)), use_cache=True)
     past, ids = out.past_key_values, torch.full((rows, 1), lm.prefix_id, dtype=torch.long)

@@ -118,7 +118,7 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     windows beside raw spans, as compact codes and as full vectors, mixed, invalid UTF-8, all raw,
     empty."""
     from memzip import CompressSettings, OptimizerSettings, compress
-    from memzip.codes import VectorSpec
+    from memzip.format.vectors import VectorSpec
 
     from memzip.tiny import TRAINING_TEXT
 

@@ -14,7 +14,6 @@ import pyppmd
 import zstandard
 
 from memzip import CompressSettings, codec
-from memzip.format import container
 
 CLASSIC = {
     "gzip -9": (lambda d: gzip.compress(d, 9, mtime=0), gzip.decompress),
@@ -58,25 +57,22 @@ def classic(corpus) -> list[dict]:
 
 
 def memzip(corpus, lm, settings: CompressSettings, label: str = "memzip") -> dict:
-    report: list = []
     t0 = time.perf_counter()
-    blob = codec.compress(corpus.data, lm, settings, report=report)
+    blob, r = codec.compress_with_report(corpus.data, lm, settings)
     t1 = time.perf_counter()
     back = codec.decompress(blob, lm)
     t2 = time.perf_counter()
-    r = report[0]
     code = settings.vectors.fitted(lm.hidden_size)
-    c = container.read(blob)
     return row(
         corpus, label, len(blob), t1 - t0, t2 - t1, back == corpus.data,
         windows=r.windows, vectors=r.vectors, predicted=r.predicted, fallbacks=r.fallback_windows,
         steps_median=statistics.median(r.steps) if r.steps else None,
-        steps_p90=r.stats()["steps_p90"],
-        settings={"window": c.header["window"], "vectors": code.describe(),
+        steps_p90=r.steps_p90,
+        settings={"window": r.settings.window, "vectors": code.describe(),
                   **{k: list(v) if isinstance(v, tuple) else v
-                     for k, v in vars(settings.optimizer.resolved(lm.device)).items()
+                     for k, v in vars(r.settings.optimizer).items()  # as resolved for this input
                      if k in ("steps", "lr", "batch", "margin", "betas", "precision", "verify_batch")}},
-        sections=dict(c.sizes),  # header, segments, vectors, ranks, fallback; + preamble, lengths, trailer
+        sections=dict(r.sizes),  # header, segments, vectors, tokens, fallback; + preamble, lengths, trailer
         bits_per_vector=code.stored_bits(lm.hidden_size),
         optimizer_steps=sum(r.steps),  # window-steps spent on windows that became vectors
         # the bench process's peak resident memory so far (model included): an upper bound for this row

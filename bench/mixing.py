@@ -91,7 +91,7 @@ def mixed_bits(symbols: list[tuple[int, int, int, int, int, int]]) -> float:
 
 def measure(lm, windows: list[list[int]]) -> dict[str, float]:
     """Bits of the windows: model alone, match model in window, match model across windows."""
-    from memzip.decoder import _evaluate
+    from memzip.encoder import evaluate_windows
 
     ways = {"in window": guesses(windows, False), "across windows": guesses(windows, True)}
     flat = {k: torch.tensor([g for w in v for g, _ in w]).clamp(min=0) for k, v in ways.items()}
@@ -107,7 +107,7 @@ def measure(lm, windows: list[list[int]]) -> dict[str, float]:
             row += [freq.gather(1, flat[k][where].unsqueeze(1)).squeeze(1).tolist() for k in ways]
             found.extend(zip(*row))
 
-    _evaluate(lm, windows, None, None, per_batch)
+    evaluate_windows(lm, windows, None, None, per_batch)
     out = {"model": sum(-math.log2(f / t) for _, f, t, *_ in found)}
     for k, (name, way) in enumerate(ways.items()):
         pos, total = 0, 0.0

@@ -37,7 +37,7 @@ def _bits(lm, rows: list[list[int]], scored_from: list[int], engine: bool = True
         for i, (r, f) in enumerate(zip(batch, first)):
             ids[i, 1:len(r) + 1] = torch.tensor(r)
             mask[i, f:len(r)] = True
-        logits = lm.model(input_ids=ids[:, :-1]).logits.float()
+        logits = lm.float_model(input_ids=ids[:, :-1]).logits.float()
         logp = torch.log_softmax(logits, dim=-1).gather(2, ids[:, 1:].unsqueeze(2)).squeeze(2)
         total += -(logp * mask).sum().item() / math.log(2)
     return total

@@ -13,9 +13,11 @@ import time
 
 import torch
 
-from memzip.codes import VectorCode, VectorSpec
-from memzip.decoder import reproduces
-from memzip.optimizer import OptimizerSettings, optimize_windows, teacher_forced
+from memzip.format.vectors import VectorSpec
+from memzip.settings import OptimizerSettings
+from memzip.vectors.codes import VectorCode
+from memzip.vectors.greedy import reproduces
+from memzip.vectors.optimizer import optimize_windows, teacher_forced
 
 
 def chunks(text: str, size: int, count: int = 20) -> list[str]:

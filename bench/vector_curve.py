@@ -4,7 +4,7 @@
 
 For each file and segment length L (its first L tokens), a memory vector v is optimized with the model
 frozen to minimize the segment's cross-entropy under the float model, seen through the vector code's
-straight-through quantization (memzip.codes.VectorCode.train_view: every forward sees exactly the vector
+straight-through quantization (memzip.vectors.codes.VectorCode.train_view: every forward sees exactly the vector
 the decoder rebuilds), keeping the code with the lowest loss seen. Then the real size is measured on
 the exact engine: bits(text | v) from ``code_windows`` (what the arithmetic coder spends, -log2 of each
 token's integer probability) against bits(text) without a vector (today's default), and
@@ -27,10 +27,10 @@ import sys
 import time
 from pathlib import Path
 
-from memzip.codes import VectorCode
-from memzip.decoder import code_windows
+from memzip.encoder import code_windows
 from memzip.format.vectors import VectorSpec
-from memzip.optimizer import optimize_for_size
+from memzip.vectors.codes import VectorCode
+from memzip.vectors.optimizer import optimize_for_size
 from memzip.settings import OptimizerSettings
 
 

@@ -8,7 +8,8 @@ reading a container or printing help does not load torch.
 
 __version__ = "0.6.0"
 
-__all__ = ["compress", "decompress", "CompressSettings", "CompressReport", "OptimizerSettings", "MemzipError"]
+__all__ = ["compress", "compress_with_report", "decompress", "CompressSettings", "CompressReport", "OptimizerSettings",
+           "MemzipError"]
 
 
 def __getattr__(name):
@@ -16,7 +17,7 @@ def __getattr__(name):
         from . import settings
 
         return getattr(settings, name)
-    if name in ("compress", "decompress", "CompressReport"):
+    if name in ("compress", "compress_with_report", "decompress", "CompressReport"):
         from . import codec
 
         return getattr(codec, name)

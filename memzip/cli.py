@@ -14,7 +14,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
 
 from . import __version__
@@ -29,7 +28,8 @@ class UsageError(MemzipError):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="memzip", description="Lossless text compression with memory tokens.")
+    p = argparse.ArgumentParser(prog="memzip", description="Lossless text compression with a frozen language model: "
+                                "every token arithmetic-coded with the model's probabilities, on an exact engine.")
     p.add_argument("--version", action="version", version=f"memzip {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="{c,x,info}")
 
@@ -166,26 +166,6 @@ def _output_path(args, path: str) -> str | None:
     return path[: -len(SUFFIX)]
 
 
-def _write_atomically(target: str, data: bytes, force: bool, mode_from: str | None) -> None:
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode_from is not None and mode_from != "-":
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, os.stat(mode_from).st_mode & 0o7777)
-        if os.path.exists(target) and not force:
-            raise UsageError(f"{target} already exists; use -f to overwrite")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _settings(args):
     """The compression settings the options ask for (validated by memzip.settings, once)."""
     from .settings import CompressSettings, OptimizerSettings, default_steps, vector_spec
@@ -201,16 +181,27 @@ def _settings(args):
         raise UsageError(f"--{exc}") from None  # each message starts with the setting's name: its option
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
+class _Models:
+    """The models one command needs, each loaded once (on ``--device``) the first time a file needs it
+    and kept for every later file that names the same model."""
+
+    def __init__(self, device: str | None, say):
+        self.device, self.say = device, say
+        self.loaded: dict = {}
+
+    def load(self, spec: str | None):
+        from .model import load_model, resolve_model_id
+
+        model_id = resolve_model_id(spec)
+        if model_id not in self.loaded:
+            self.loaded[model_id] = load_model(spec, device=self.device, progress=self.say)
+        return self.loaded[model_id]
 
 
-def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
+def _run_file(args, path: str, models: _Models, progress, say) -> None:
     from . import codec
+    from .files import write_atomically
+    from .format import container
 
     target = _output_path(args, path)
     if target is not None and os.path.exists(target) and not args.force:
@@ -226,48 +217,45 @@ def _run_file(args, path: str, lm_cache: dict, progress, say) -> None:
         if not os.access(directory, os.W_OK):
             raise UsageError(f"{target}: output directory is not writable")
     data = _read_input(path)
-    if "lm" not in lm_cache and (args.command == "c" or args.model is not None):
-        from .model import load_model
-
-        lm_cache["lm"] = load_model(args.model, device=args.device, progress=say)
-    estimate = _estimate(args, data)
+    name = "stdin" if path == "-" else path
+    parsed = container.read(data) if args.command == "x" else None  # read once: estimate and decoding
+    lm = models.load(args.model) if args.command == "c" else None
+    estimate = _estimate(args, data, parsed)
     if estimate is not None:
-        say(f"{'stdin' if path == '-' else path}: {estimate}")
+        say(f"{name}: {estimate}")
     started = time.monotonic()
+    journal = None
     if args.command == "c":
-        report: list = []
         journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
-        out = codec.compress(data, lm_cache["lm"], _settings(args), progress, report, journal_path=journal)
+        out, r = codec.compress_with_report(data, lm, _settings(args), progress, journal_path=journal)
     else:
-        out = codec.decompress(data, lm_cache.get("lm") or args.model, progress)
+        out = codec.decompress_container(parsed, args.model, progress, load=models.load)
     elapsed = time.monotonic() - started
     if target is None:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
     else:
-        _write_atomically(target, out, args.force, path)
-    if args.command == "c" and journal is not None:
+        try:
+            write_atomically(target, out, force=args.force, mode_from=None if path == "-" else path)
+        except FileExistsError:
+            raise UsageError(f"{target} already exists; use -f to overwrite") from None
+    if journal is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(journal)  # only now: the output is safely in place
-    name = "stdin" if path == "-" else path
     if args.command == "c":
-        r = report[0]
         ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
-        st = r.stats()
         not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
-        step_note = f", steps median {st['steps_median']} p90 {st['steps_p90']}" if r.steps else ""
+        step_note = f", steps median {r.steps_median} p90 {r.steps_p90}" if r.steps else ""
         step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
         stored = f"{r.vectors} vectors" if r.vectors else f"{r.predicted} predicted"
         say(
             f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
             f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
         )
+        if args.verbose:
+            say("  sections: " + _sections(r.sizes))
     else:
         say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
-    if args.verbose and args.command == "c":
-        from .format import container
-
-        say("  sections: " + _sections(container.read(out)))
 
 
 # Rough speeds on a 2-core CPU (docs/RESULTS.md): compression of predicted windows, and one decoding step
@@ -277,23 +265,22 @@ STEP_S, STEP_S_PER_ROW = 0.02, 0.0015
 ESTIMATE_ABOVE_S = 20
 
 
-def _estimate(args, data: bytes) -> str | None:
-    """A one-line estimate of a long job's time, before it starts (None for a short one)."""
+def _estimate(args, data: bytes, parsed) -> str | None:
+    """A one-line estimate of a long job's time, before it starts (None for a short one); ``parsed`` is
+    the container being restored (``x``)."""
     if args.command == "c":
         if args.vectors != "none":
             return "optimizing memory vectors: minutes per kilobyte (progress follows)"
         seconds = len(data) / COMPRESS_BYTES_PER_S
     else:
-        from .format import container
+        lengths = parsed.window_lengths
+        if not lengths:
+            return None  # nothing to decode
+        from .rows import decoding_batches
 
-        try:
-            lengths = container.read(data).window_lengths
-        except MemzipError:
-            return None  # the decompressor reports it
         seconds = 0.0
-        for start in range(0, len(lengths), 64):  # rows decoded together, as the decoder batches them
-            rows = lengths[start : start + 64]
-            seconds += max(rows, default=0) * (STEP_S + STEP_S_PER_ROW * len(rows))
+        for batch in decoding_batches(lengths):  # the rows decoded together, as the decoder batches them
+            seconds += max(lengths[i] for i in batch) * (STEP_S + STEP_S_PER_ROW * len(batch))
     if seconds < ESTIMATE_ABOVE_S:
         return None
     return f"expect roughly {_duration(seconds)} on a 2-core CPU ({'compressing' if args.command == 'c' else 'restoring'})"
@@ -303,8 +290,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _sections(c) -> str:
-    return ", ".join(f"{k} {v} B" for k, v in c.sizes.items())
+def _sections(sizes: dict) -> str:
+    return ", ".join(f"{k} {v} B" for k, v in sizes.items())
 
 
 def _info(path: str) -> None:
@@ -333,7 +320,7 @@ def _info(path: str) -> None:
         "vectors:         " + _describe_vectors(h["vectors"]),
         "optimizer steps: " + (f"median {steps}, p90 {h['settings'].get('steps_p90')} (windows stored as vectors)"
                                if steps is not None else "none (no window is stored as a vector)"),
-        "sections:        " + _sections(c),
+        "sections:        " + _sections(c.sizes),
         "settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
     ]
     print("\n".join(lines))
@@ -387,10 +374,10 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         progress, say = _rich_progress(args.quiet)
-        lm_cache: dict = {}
+        models = _Models(args.device, say)
         for path in args.files:
             try:
-                _run_file(args, path, lm_cache, progress, say)
+                _run_file(args, path, models, progress, say)
             finally:
                 progress.done()
         return 0

@@ -1,106 +1,130 @@
 """compress() and decompress(): the pipeline from bytes to container and back.
 
-compress: resolve the settings for this input -> segment it into windows (rows of up to the level's
+compress: tokenize the input once -> resolve the settings for it, once (the window from its tokens; for
+memory vectors the optimizer's "auto" precision) -> cut it into windows (rows of up to the level's
 length) and raw spans -> one storage strategy (memzip/strategies/: model-coded windows by default,
-memory vectors on request) returns each window it keeps as a vector code and a token stream -> the
-container, read back strictly: its streams and codes must be the ones computed and its segments must
-make up the input. Every replay runs on the exact engine (memzip.engine), whose logits are the same
-bits on every machine and whether a window is evaluated all at once or one token at a time, so the
-distributions coded with are exactly those the decompressor decodes with. ``CompressSettings.verify``
-also decodes the finished file the way ``decompress`` does.
+memory vectors on request) returns each window it keeps as a vector code and a token stream -> each
+candidate file (the strategy's outcome, its alternative if it has one, and with the store policy
+"smaller" the whole input raw, whose zstd frame the estimates already computed) is built once and the
+smallest is kept -> that file is read back strictly, once: its streams and codes must be the ones
+computed and its segments must make up the input. Every replay runs on the exact engine
+(memzip.engine), whose logits are the same bits on every machine and whether a window is evaluated all
+at once or one token at a time, so the distributions coded with are exactly those the decompressor
+decodes with. ``CompressSettings.verify`` also decodes the finished file the way ``decompress`` does.
 
-decompress: read strictly -> check the model's fingerprint and engine version -> decode every window
-one token per step from its stream (and its memory vector, if the file has them) -> reassemble with the
-raw spans -> check length and checksum.
+decompress: read strictly (``decompress_container`` takes a container already read) -> check the
+model's fingerprint and engine version -> decode every window one token per step from its stream (and
+its memory vector, if the file has them) -> reassemble with the raw spans -> check length and checksum.
+
+Memory-vector code (memzip.vectors) is imported only for settings or files that use vectors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Callable
 
 from . import __version__, strategies
-from .codes import VectorCode, basis_digest, header_field
 from .decoder import decode_windows
 from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .format import container
 from .format.container import KIND_RAW, KIND_WINDOW, Container
+from .format.vectors import VectorSpec
 from .model import LanguageModel, load_model
 from .progress import Progress
 from .settings import CompressSettings, default_window
 from .strategies import Job, Outcome, Stored, percentile
-from .windows import Segment, segment
+from .windows import Segment, Tokenized, tokenize
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CompressReport:
-    """What happened to each window: for `memzip c` output, the API and the benchmarks."""
+    """What one compression did with the input's windows: for `memzip c`'s summary, the API and the
+    benchmarks."""
 
-    windows: int
-    vectors: int  # windows stored as a memory vector
-    fallback_windows: int
-    steps: list[int]  # optimizer steps of each window that became a vector
-    resumed: int = 0  # windows taken from the journal of an interrupted run
-    not_tried: int = 0  # windows stored raw without optimizing or predicting: expected to be larger
+    windows: int  # windows the input was cut into
+    settings: CompressSettings  # the settings as resolved for this input (window; optimizer precision with vectors)
+    vectors: int = 0  # windows stored as a memory vector
     predicted: int = 0  # windows coded with the model's distribution, without a vector
+    fallback_windows: int = 0  # windows stored raw
+    not_tried: int = 0  # windows stored raw without optimizing or predicting: expected to be larger
+    resumed: int = 0  # windows taken from the journal of an interrupted run
+    steps: list[int] = field(default_factory=list)  # optimizer steps of each window that became a vector
+    sizes: dict = field(default_factory=dict)  # the file's section sizes in bytes (container.Container.sizes)
 
-    def stats(self) -> dict:
-        """The summary recorded in the container header (informative)."""
-        return {
-            "windows": self.windows,
-            "vector_windows": self.vectors,
-            "predicted_windows": self.predicted,
-            "fallback_windows": self.fallback_windows,
-            "not_tried_windows": self.not_tried,
-            "steps_median": percentile(self.steps, 0.5),
-            "steps_p90": percentile(self.steps, 0.9),
-        }
+    @property
+    def steps_median(self) -> int | None:
+        return percentile(self.steps, 0.5)
+
+    @property
+    def steps_p90(self) -> int | None:
+        return percentile(self.steps, 0.9)
 
 
-def _model(model, device=None, progress: Progress | None = None) -> LanguageModel:
+def _model(model, progress: Progress) -> LanguageModel:
     if isinstance(model, LanguageModel):
         return model
-    say = progress.message if progress is not None else (lambda _text: None)
-    return load_model(model, device=device, progress=say)
+    return load_model(model, progress=progress.message)
 
 
-def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings) -> CompressSettings:
-    """``settings`` with every default decided for this input and model: the window length and what
-    the optimizer's "auto" means here (this is what the header and the journal record)."""
+def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings,
+                      tokenized: Tokenized | None = None) -> CompressSettings:
+    """``settings`` with every default decided for this input and model, once per compression (the
+    header and the journal record them): the window length, from the input's tokens (``tokenized``,
+    ``data`` tokenized by ``lm``, is made here if needed and not given), and for memory vectors what the
+    optimizer's "auto" precision means on ``lm``'s device."""
     window = settings.window
     if window is None and not settings.rows_by_level:
         window = default_window(False, 0)
     elif window is None:
-        approx_tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
-        window = default_window(True, approx_tokens, settings.level)
+        tokenized = tokenized if tokenized is not None else tokenize(data, lm.tokenizer)
+        window = default_window(True, _tokens_for_rows(tokenized, lm), settings.level)
     if not 1 <= window <= container.MAX_WINDOW_TOKENS:
         raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
-    return replace(settings, window=window, optimizer=settings.optimizer.resolved(lm.device))
+    optimizer = settings.optimizer
+    if settings.vectors.code != "none":
+        from .vectors.optimizer import resolved
+
+        optimizer = resolved(optimizer, lm.device)
+    return replace(settings, window=window, optimizer=optimizer)
 
 
-def compress(
-    data: bytes,
-    model: LanguageModel | str | None = None,
-    settings: CompressSettings = CompressSettings(),
-    progress: Progress | None = None,
-    report: list | None = None,
-    journal_path: str | None = None,
-) -> bytes:
+def _tokens_for_rows(tokenized: Tokenized, lm: LanguageModel) -> int:
+    """How many tokens the level's rows are sized for: the input's. An input with bytes that are not
+    UTF-8 is counted, as memzip always has, as its text with those bytes replaced by U+FFFD (so that the
+    window, which the file records, stays what it was): for such inputs only, a second tokenizer pass."""
+    if tokenized.is_utf8:
+        return tokenized.tokens
+    return len(lm.tokenizer(tokenized.data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
+
+
+def compress(data: bytes, model: LanguageModel | str | None = None, settings: CompressSettings = CompressSettings(),
+             progress: Progress | None = None, journal_path: str | None = None) -> bytes:
     """Compress ``data``; ``model`` is a loaded LanguageModel, a model ID/path, or None for the default.
+    What happened to the windows: ``compress_with_report``."""
+    return compress_with_report(data, model, settings, progress, journal_path)[0]
 
-    If ``report`` is a list, a CompressReport is appended to it. With ``journal_path``, windows whose
-    memory vectors are optimized are journaled there as they complete, and a journal left by an
-    interrupted run on the same input, model and settings is resumed; the caller deletes the journal
-    once it has stored the result.
+
+def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
+                         settings: CompressSettings = CompressSettings(), progress: Progress | None = None,
+                         journal_path: str | None = None) -> tuple[bytes, CompressReport]:
+    """``compress``, and the report of what it did with the input's windows.
+
+    With ``journal_path``, windows whose memory vectors are optimized are journaled there as they
+    complete, and a journal left by an interrupted run on the same input, model and settings is resumed;
+    the caller deletes the journal once it has stored the result.
     """
     progress = progress or Progress()
-    lm = _model(model, progress=progress)
-    settings = resolved_settings(data, lm, settings)
-    segments = segment(data, lm.tokenizer, lm.token_bytes, settings.window)
+    lm = _model(model, progress)
+    tokenized = tokenize(data, lm.tokenizer)
+    settings = resolved_settings(data, lm, settings, tokenized)
+    segments = tokenized.segments(lm.token_bytes, settings.window)
     job = Job(data, [s for s in segments if s.is_window], settings, lm, progress, journal_path)
     strategy = strategies.for_settings(settings)
     outcome = strategy.store(job)
-    blob, summary = None, None
+    checksum = container.original_checksum(data)
+    best = None
     for candidate in (outcome, outcome.alternative):
         if candidate is None:
             continue
@@ -112,50 +136,70 @@ def compress(
             "prefix_id": lm.prefix_id,
             "hidden_size": lm.hidden_size,
             "window": settings.window,
-            "vectors": header_field(candidate.spec, lm),
+            "vectors": _vectors_field(candidate.spec, lm),
             "original_size": len(data),
             "settings": strategy.header_settings(job, candidate),
         }
-        written = _write(header, segments, candidate.stored, lm.token_bytes, data)
-        if blob is None or len(written) < len(blob):
-            blob, summary, kept, kept_header = written, _summary(job, candidate.stored, candidate), candidate, header
-    if settings.store == "smaller" and kept.stored:  # the whole file raw, if that is smaller after all
-        raw_blob = _write(kept_header, segments, {}, lm.token_bytes, data)
-        if len(raw_blob) < len(blob):
-            blob, summary = raw_blob, _summary(job, {}, kept)
+        blob = container.write(_build(header, segments, candidate.stored, checksum))
+        built = _File(header, candidate.stored, candidate, blob)
+        if best is None or len(built.blob) < len(best.blob):
+            best = built
+    if settings.store == "smaller" and best.stored:  # the whole file raw, if that is smaller after all
+        raw = _build(best.header, segments, {}, checksum)
+        raw_file = _File(best.header, {}, best.outcome, container.write(raw, packed_fallback=job.zstd_frame))
+        if len(raw_file.blob) < len(best.blob):
+            best = raw_file
+    c = _checked(best, job.windows, data, lm.token_bytes)
     if settings.verify:
-        if decompress(blob, lm, progress) != data:  # decompress raises first; this cannot happen
+        if decompress_container(c, lm, progress) != data:  # decompress raises first; this cannot happen
             raise IntegrityError("internal error: the container does not decode to the input")
-    if report is not None:
-        report.append(summary)
-    return blob
+    return best.blob, _report(job, best.stored, best.outcome, c.sizes)
 
 
-def _write(header: dict, segments: list[Segment], stored: dict[int, Stored], token_bytes, data: bytes) -> bytes:
-    """The container, read back strictly: it must hold exactly the streams and codes computed, and its
-    raw spans and windows (their tokens' bytes) must make up the input."""
-    windows = [s for s in segments if s.is_window]
-    kept = sorted(stored)
-    c = _build(header, segments, stored)
-    c.checksum = container.original_checksum(data)
-    blob = container.write(c)
-    c = container.read(blob)
-    if c.streams != [stored[i].stream for i in kept] or c.codes != b"".join(stored[i].code for i in kept):
+@dataclass(frozen=True)
+class _File:
+    """A candidate file: its header, the windows it keeps (index into the job's windows -> Stored), the
+    outcome they come from, and its bytes."""
+
+    header: dict
+    stored: dict[int, Stored]
+    outcome: Outcome
+    blob: bytes
+
+
+def _vectors_field(spec: VectorSpec, lm: LanguageModel) -> dict:
+    """The header's ``vectors`` field (compact codes name their basis, computed from the model)."""
+    if spec.code == "none":
+        return spec.header()
+    from .vectors.codes import header_field
+
+    return header_field(spec, lm)
+
+
+def _checked(file: _File, windows: list[Segment], data: bytes, token_bytes) -> Container:
+    """The file, read back strictly: it must hold exactly the streams and codes computed, and its raw
+    spans and windows (their tokens' bytes) must make up the input."""
+    kept = sorted(file.stored)
+    c = container.read(file.blob)
+    if c.streams != [file.stored[i].stream for i in kept] or c.codes != b"".join(file.stored[i].code for i in kept):
         raise IntegrityError("internal error: the container does not hold the streams and codes computed")
     if _assemble(c, [list(windows[i].tokens) for i in kept], token_bytes) != data:
         raise IntegrityError("internal error: the container's segments do not make up the input")
-    return blob
+    return c
 
 
-def _summary(job: Job, stored: dict[int, Stored], outcome: Outcome) -> CompressReport:
+def _report(job: Job, stored: dict[int, Stored], outcome: Outcome, sizes: dict) -> CompressReport:
     """The report of a file that keeps the windows in ``stored`` (the outcome's, or none at all)."""
     vectors = outcome.spec.code != "none"
-    return CompressReport(len(job.windows), len(stored) if vectors else 0, len(job.windows) - len(stored),
-                          [r.steps for r in stored.values()] if vectors else [], outcome.resumed,
-                          outcome.not_tried, 0 if vectors else len(stored))
+    return CompressReport(
+        windows=len(job.windows), settings=job.settings, vectors=len(stored) if vectors else 0,
+        predicted=0 if vectors else len(stored), fallback_windows=len(job.windows) - len(stored),
+        not_tried=outcome.not_tried, resumed=outcome.resumed,
+        steps=[r.steps for r in stored.values()] if vectors else [], sizes=dict(sizes),
+    )
 
 
-def _build(header: dict, segments: list[Segment], stored: dict[int, Stored]) -> Container:
+def _build(header: dict, segments: list[Segment], stored: dict[int, Stored], checksum: bytes) -> Container:
     """The container for ``segments`` with the windows in ``stored`` (by window index) kept and every
     other window raw."""
     table: list[tuple[int, int]] = []
@@ -174,23 +218,19 @@ def _build(header: dict, segments: list[Segment], stored: dict[int, Stored]) -> 
                 table[-1] = (KIND_RAW, table[-1][1] + len(s.data))
             else:
                 table.append((KIND_RAW, len(s.data)))
-    return Container(dict(header), table, bytes(codes), bytes(raw), streams)
+    return Container(dict(header), table, bytes(codes), bytes(raw), streams, checksum)
 
 
-def stored_vectors(c: Container, lm: LanguageModel):
-    """The memory vectors [windows, hidden] a container's codes stand for under ``lm`` (None: none)."""
-    return VectorCode(c.vector_spec, lm).rebuild(c.codes)
-
-
-def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
+def _model_for(c: Container, model, progress: Progress, load: Callable[[str | None], LanguageModel] | None) -> LanguageModel:
     """The model a container needs, proven by fingerprint and engine version before any decoding."""
     need_id, need_fp = c.header["model_id"], c.header["model_fingerprint"]
     if c.header["engine"] != ENGINE_VERSION:
         raise ModelMismatchError(
             f"this file was made by engine '{c.header['engine']}'; this memzip runs engine '{ENGINE_VERSION}'"
         )
+    spec = model if model is not None else need_id
     try:
-        lm = _model(model if model is not None else need_id, progress=progress)
+        lm = spec if isinstance(spec, LanguageModel) else load(spec) if load is not None else _model(spec, progress)
     except ModelLoadError as exc:
         hint = "" if model is not None else "; pass --model pointing to that model"
         raise ModelLoadError(f"{exc} (this file needs model '{need_id}', fingerprint {need_fp[:16]}{hint})") from None
@@ -201,9 +241,11 @@ def _model_for(c: Container, model, progress: Progress) -> LanguageModel:
         )
     if lm.hidden_size != c.header["hidden_size"] or c.header["prefix_id"] >= lm.vocab_size:
         raise ModelMismatchError(f"file parameters do not fit model '{lm.model_id}'")
-    spec = c.vector_spec
-    if spec.code == "compact":
-        recorded, here = c.header["vectors"]["basis_digest"], basis_digest(lm, spec.rank)
+    vectors = c.vector_spec
+    if vectors.code == "compact":
+        from .vectors.codes import basis_digest
+
+        recorded, here = c.header["vectors"]["basis_digest"], basis_digest(lm, vectors.rank)
         if recorded != here:
             raise ModelMismatchError(
                 f"this file's compact vectors use basis {recorded}, but this machine computes {here} for "
@@ -216,16 +258,23 @@ def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: 
     """Restore the original bytes, or raise: never returns data that fails the recorded checksum.
 
     ``model`` overrides where the model comes from (its fingerprint must still match the file)."""
+    return decompress_container(container.read(blob), model, progress)
+
+
+def decompress_container(c: Container, model: LanguageModel | str | None = None, progress: Progress | None = None,
+                         load: Callable[[str | None], LanguageModel] | None = None) -> bytes:
+    """``decompress`` for a container already read (``container.read``). When ``model`` is not a loaded
+    model, ``load(model ID or path)`` loads the one needed (default: ``load_model``); a file whose every
+    segment is raw loads none."""
     progress = progress or Progress()
-    c = container.read(blob)
     tokens: list[list[int]] = []
     lm = None
     if c.window_count:
-        lm = _model_for(c, model, progress)
+        lm = _model_for(c, model, progress, load)
         lengths = c.window_lengths
         progress.phase("decoding", sum(lengths))
         try:
-            tokens = decode_windows(lm, lengths, c.streams, stored_vectors(c, lm), progress.update)
+            tokens = decode_windows(lm, lengths, c.streams, _stored_vectors(c, lm), progress.update)
         except ValueError as exc:  # a stream that is not exactly what the encoder writes
             raise ContainerError(str(exc)) from None
         progress.done()
@@ -233,6 +282,15 @@ def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: 
     if len(out) != c.header["original_size"] or container.original_checksum(out) != c.checksum:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out
+
+
+def _stored_vectors(c: Container, lm: LanguageModel):
+    """The memory vectors [windows, hidden] a container's codes stand for under ``lm`` (None: none)."""
+    if c.vector_spec.code == "none":
+        return None
+    from .vectors.codes import stored_vectors
+
+    return stored_vectors(c, lm)
 
 
 def _assemble(c: Container, tokens: list[list[int]], token_bytes) -> bytes:

@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,6 +28,7 @@ from .engine import Engine, UnsupportedModel
 from .engine import weights as engine_weights
 from .engine.tokens import TextTokenizer, detokenize, hf_token_bytes
 from .errors import ModelLoadError
+from .files import build_directory
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 
@@ -91,8 +90,9 @@ class LanguageModel:
     _tokenizer: object = field(default=None, repr=False)
 
     @classmethod
-    def from_hf(cls, model_id: str, model, tokenizer, prefix_id: int, device=None) -> "LanguageModel":
-        """Around a transformers Llama model in memory (converted to the exact engine here)."""
+    def from_hf(cls, model_id: str, model, tokenizer, prefix_id: int, device=None, kernels: str = "auto") -> "LanguageModel":
+        """Around a transformers Llama model in memory, converted here to the exact engine, which runs
+        on ``device`` (default cpu) with ``kernels`` ("auto", "c" or "torch": the same bits)."""
         try:
             weights = engine_weights.from_hf(model)
             table = hf_token_bytes(tokenizer)
@@ -104,7 +104,7 @@ class LanguageModel:
         weights.fingerprint = engine_weights.fingerprint(weights, table)
         model.eval()
         model.requires_grad_(False)
-        return cls(model_id, Engine(weights, device or "cpu"), lambda: tokenizer, prefix_id, table, None, model)
+        return cls(model_id, Engine(weights, device or "cpu", kernels), lambda: tokenizer, prefix_id, table, None, model)
 
     @property
     def fingerprint(self) -> str:
@@ -118,8 +118,9 @@ class LanguageModel:
         return self._tokenizer
 
     @property
-    def model(self):
-        """The transformers float model (loaded on first use: only memory vectors need it)."""
+    def float_model(self):
+        """The transformers float model (loaded on first use: only memory vectors need it). Every replay
+        runs on the exact engine (``engine``), never on this."""
         if self._float_model is None:
             if self.float_loader is None:
                 raise ModelLoadError(f"model '{self.model_id}' has no float model to optimize memory vectors with")
@@ -145,9 +146,10 @@ class LanguageModel:
         """The bytes a token sequence stands for (the engine's table: no tokenizer library involved)."""
         return detokenize(self.token_bytes, ids)
 
-    def embed(self, ids):
-        """Input embeddings of token ids as the float model computes them (for the optimizer)."""
-        return self.model.get_input_embeddings()(ids)
+    def float_embed(self, ids):
+        """Input embeddings of token ids as the float model computes them (for the optimizer; the
+        engine's own are ``engine.embed``)."""
+        return self.float_model.get_input_embeddings()(ids)
 
     def embedding_table(self):
         """Every token's input embedding, float32 [vocab, hidden], exactly as the engine has it."""
@@ -184,20 +186,6 @@ def _checked_gguf(model_id: str) -> Path:
     return gguf
 
 
-def _build_dir(target: Path, build: Callable[[Path], None]) -> Path:
-    """Fill ``target`` through a temporary directory renamed into place (concurrent builders are fine)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not target.is_dir():
-            raise
-    return target
-
-
 def packaged_engine(model_id: str, progress=print) -> tuple:
     """(engine weights, token bytes) of a packaged model, converted from its GGUF file once and cached."""
     path = _packaged_dir(model_id) / f"engine-{engine_weights.ENGINE_VERSION}.safetensors"
@@ -228,7 +216,7 @@ def packaged_tokenizer_dir(model_id: str, progress=print) -> Path:
     _quiet_transformers()
     from transformers import AutoTokenizer
 
-    return _build_dir(target, lambda tmp: AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp))
+    return build_directory(target, lambda tmp: AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp))
 
 
 def packaged_float_dir(model_id: str, progress=print) -> Path:
@@ -250,7 +238,7 @@ def packaged_float_dir(model_id: str, progress=print) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _build_dir(target, build)
+    return build_directory(target, build)
 
 
 def resolve_model_id(spec: str | None) -> str:
@@ -310,9 +298,7 @@ def load_model(spec: str | None = None, device: str | None = None, progress=prin
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"cannot load model '{model_id}': {first}") from None
-    lm = LanguageModel.from_hf(model_id, model.to(device), tok, choose_prefix_id(tok), device)
-    lm.engine = Engine(lm.engine.weights, device, _kernels())
-    return lm
+    return LanguageModel.from_hf(model_id, model.to(device), tok, choose_prefix_id(tok), device, _kernels())
 
 
 def _kernels() -> str:

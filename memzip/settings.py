@@ -1,12 +1,15 @@
-"""Compression settings, validated here and only here (torch-free: the CLI's help and parsing use it).
+"""Compression settings, validated here and only here: pure data, torch-free (the CLI's help and
+parsing use it; tests/test_layout.py checks that importing it loads no torch).
 
-A setting that cannot work raises SettingsError, its message starting with the setting's name, (a MemzipError: one line for the user) when the settings
-object is made; everything downstream trusts it.
+A setting that cannot work raises SettingsError (a MemzipError: one line for the user), its message
+starting with the setting's name, when the settings object is made; everything downstream trusts it.
+What a default means for one input and model (the window, the optimizer's "auto" precision) is decided
+by the pipeline, once per compression (memzip/codec.py ``resolved_settings``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .errors import SettingsError
 from .format.vectors import VectorSpec
@@ -23,7 +26,7 @@ DEFAULT_LEVEL = 7
 STORE_POLICIES = ("smaller", "always")
 # What a memory vector is chosen for: "greedy" (the paper's setting: greedy decoding regenerates the
 # window exactly) or "size" (the smallest vector code + token stream; experimental, see
-# memzip/strategies/vectors_by_size.py). "size" optimizes a whole row per step: fewer steps by default.
+# memzip/vectors/vectors_by_size.py). "size" optimizes a whole row per step: fewer steps by default.
 OBJECTIVES = ("greedy", "size")
 SIZE_STEPS = 40
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -55,7 +58,7 @@ class OptimizerSettings:
     margin: float = 0.0  # required logit margin (top-1 minus runner-up) at every position of the engine's replay
     betas: tuple[float, float] = (0.8, 0.95)  # shorter memories than torch's default: ~20% fewer steps
     eps: float = 1e-8
-    precision: str = "auto"  # "fp32", "bf16" or "auto" (see memzip/optimizer.py)
+    precision: str = "auto"  # "fp32", "bf16" or "auto": bf16 where the device has it natively (memzip/vectors/optimizer.py)
     verify_batch: int | None = None  # candidates proven together while windows are waiting; None: batch
 
     def __post_init__(self) -> None:
@@ -68,14 +71,6 @@ class OptimizerSettings:
             raise SettingsError("margin must be non-negative")
         if self.precision not in PRECISIONS:
             raise SettingsError(f"precision must be one of {PRECISIONS}")
-
-    def resolved(self, device) -> "OptimizerSettings":
-        """These settings with ``precision`` "auto" replaced by what it means on ``device``."""
-        if self.precision != "auto":
-            return self
-        from .optimizer import bf16_is_native
-
-        return replace(self, precision="bf16" if bf16_is_native(device) else "fp32")
 
 
 @dataclass(frozen=True)

@@ -82,12 +82,9 @@ def tiny_lm(seed: int = 0, model_id: str = "tiny-test-model", kernels: str = "au
     exact engine with the given kernels ("auto": the C kernels where built)."""
     from transformers import LlamaForCausalLM
 
-    from memzip.engine import Engine
     from memzip.model import LanguageModel
 
     tok = tiny_tokenizer()
     model = LlamaForCausalLM(_config(len(tok)))
     model.load_state_dict(_trained_state(seed))
-    lm = LanguageModel.from_hf(model_id, model, tok, prefix_id=0)
-    lm.engine = Engine(lm.engine.weights, "cpu", kernels)
-    return lm
+    return LanguageModel.from_hf(model_id, model, tok, prefix_id=0, kernels=kernels)

@@ -4,11 +4,16 @@ The segments partition the input exactly: concatenating every segment's ``data``
 back. A span becomes a window only if its tokens' bytes (the model's detokenizer table, which the
 decoder uses) give back exactly its bytes, so any byte sequence round-trips: invalid UTF-8 runs and
 spans the tokenizer cannot reproduce are raw.
+
+The input is tokenized once (``tokenize``): its runs of valid UTF-8, each with its tokens and their
+offsets, from which segments of any window length are cut without tokenizing again
+(``Tokenized.segments``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .engine.tokens import detokenize
@@ -42,10 +47,68 @@ def split_utf8(data: bytes) -> list[tuple[bool, bytes]]:
     return runs
 
 
-def _text_windows(text: str, tokenizer, token_bytes: list[bytes], window: int) -> list[Segment]:
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    raw = text.encode("utf-8")
+@dataclass(frozen=True)
+class Run:
+    """A maximal run of the input: valid UTF-8 text with its tokens and their character offsets, or
+    bytes that are not UTF-8 (``text`` None, no tokens)."""
+
+    data: bytes
+    text: str | None = None
+    ids: Sequence[int] = ()  # as the tokenizer returns them (not copied: an input may have millions)
+    offsets: Sequence[tuple[int, int]] = ()
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """An input split into runs, every text run tokenized (once)."""
+
+    data: bytes
+    runs: tuple[Run, ...]
+
+    @property
+    def is_utf8(self) -> bool:
+        """Is the whole input valid UTF-8 (one text run, or empty)?"""
+        return all(r.text is not None for r in self.runs)
+
+    @property
+    def tokens(self) -> int:
+        """How many tokens the text runs have."""
+        return sum(len(r.ids) for r in self.runs)
+
+    def segments(self, token_bytes: list[bytes], window: int) -> list[Segment]:
+        """Partition the input into windows of at most ``window`` tokens (``token_bytes`` must give every
+        window's bytes back) and raw spans (adjacent raws merged)."""
+        if window < 1:
+            raise ValueError("window must be at least 1 token")
+        out: list[Segment] = []
+        for run in self.runs:
+            pieces = _text_windows(run, token_bytes, window) if run.text is not None else [Segment(run.data)]
+            for piece in pieces:
+                if not piece.is_window and out and not out[-1].is_window:
+                    out[-1] = Segment(out[-1].data + piece.data)
+                else:
+                    out.append(piece)
+        if b"".join(s.data for s in out) != self.data:
+            raise RuntimeError("internal error: segments do not partition the input")
+        return out
+
+
+def tokenize(data: bytes, tokenizer) -> Tokenized:
+    """``data``'s runs of valid UTF-8, each tokenized by ``tokenizer`` with offsets, and of other bytes."""
+    runs = []
+    for is_text, run in split_utf8(data):
+        if not is_text:
+            runs.append(Run(run))
+            continue
+        text = run.decode("utf-8")
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        runs.append(Run(run, text, enc["input_ids"], enc["offset_mapping"]))
+    return Tokenized(data, tuple(runs))
+
+
+def _text_windows(run: Run, token_bytes: list[bytes], window: int) -> list[Segment]:
+    text, ids, offsets = run.text, run.ids, run.offsets
+    raw = run.data
     if not ids:
         return [Segment(raw)]
     starts = [0] + [offsets[i][0] for i in range(window, len(ids), window)] + [len(text)]
@@ -66,16 +129,4 @@ def _text_windows(text: str, tokenizer, token_bytes: list[bytes], window: int) -
 def segment(data: bytes, tokenizer, token_bytes: list[bytes], window: int) -> list[Segment]:
     """Partition ``data`` into windows of at most ``window`` tokens (``tokenizer`` splits the text,
     ``token_bytes`` must give every window's bytes back) and raw spans (adjacent raws merged)."""
-    if window < 1:
-        raise ValueError("window must be at least 1 token")
-    out: list[Segment] = []
-    for is_text, run in split_utf8(data):
-        pieces = _text_windows(run.decode("utf-8"), tokenizer, token_bytes, window) if is_text else [Segment(run)]
-        for piece in pieces:
-            if not piece.is_window and out and not out[-1].is_window:
-                out[-1] = Segment(out[-1].data + piece.data)
-            else:
-                out.append(piece)
-    if b"".join(s.data for s in out) != data:
-        raise RuntimeError("internal error: segments do not partition the input")
-    return out
+    return tokenize(data, tokenizer).segments(token_bytes, window)

@@ -13,7 +13,7 @@ def lm():
 def tiny_model_dir(tmp_path_factory, lm):
     """The tiny model saved as a local Hugging Face directory, for the CLI's --model PATH."""
     path = tmp_path_factory.mktemp("tiny-model")
-    lm.model.save_pretrained(path)
+    lm.float_model.save_pretrained(path)
     lm.tokenizer.save_pretrained(path)
     return str(path)
 

@@ -5,8 +5,8 @@ import json
 from bench import corpora
 from bench.__main__ import parse_variant, run
 from memzip.format import container
-from memzip.codes import VectorSpec
-from memzip import CompressSettings, OptimizerSettings
+from memzip.format.vectors import VectorSpec
+from memzip.settings import CompressSettings, OptimizerSettings
 
 
 def test_quick_bench_on_the_tiny_model(lm, tmp_path):
@@ -143,7 +143,7 @@ def test_peer_rows_run_the_peer_as_an_external_program(tmp_path):
 
 def test_mixing_tool_measures_the_match_model_exactly(lm):
     from bench import mixing
-    from memzip.decoder import code_windows
+    from memzip.encoder import code_windows
     from memzip.tiny import TRAINING_TEXT
 
     ids = lm.tokenizer(TRAINING_TEXT[:150], add_special_tokens=False)["input_ids"]
@@ -175,7 +175,7 @@ def test_levels_tool_measures_every_level_and_writes_its_table(lm, tmp_path):
 
 def test_vector_curve_tool_measures_vectors_on_the_exact_engine(lm, tmp_path):
     from bench import vector_curve
-    from memzip.decoder import code_windows
+    from memzip.encoder import code_windows
     from memzip.tiny import TRAINING_TEXT
 
     specs = [vector_curve.parse_code("8x4"), vector_curve.parse_code("full")]

@@ -197,7 +197,7 @@ def test_interrupted_extract_writes_nothing(tiny_model_dir, text_file, tmp_path,
         time.sleep(5)
         raise AssertionError("SIGTERM was not delivered")
 
-    monkeypatch.setattr(codec, "decompress", interrupted)
+    monkeypatch.setattr(codec, "decompress_container", interrupted)
     try:
         assert run("x", mz, "--model", tiny_model_dir, "-q") == code
     finally:
@@ -230,3 +230,64 @@ def test_gzip_style_invocations(tiny_model_dir, text_file, tmp_path, capsys, mon
     assert run("-d", tmp_path / "note.txt.mz", "--model", tiny_model_dir) == 0
     assert text_file.read_bytes() == original
     assert "expect roughly" in capsys.readouterr().err
+
+
+def _count_loads(monkeypatch) -> list:
+    """(spec, device) of every model load from now on."""
+    import memzip.model as model
+
+    real, calls = model.load_model, []
+
+    def counting(spec=None, device=None, progress=print):
+        calls.append((spec, device))
+        return real(spec, device=device, progress=progress)
+
+    monkeypatch.setattr(model, "load_model", counting)
+    return calls
+
+
+def test_one_model_load_per_command_on_the_device_asked_for(tiny_model_dir, tmp_path, monkeypatch):
+    from memzip.tiny import TRAINING_TEXT
+
+    texts = {tmp_path / "a.txt": TRAINING_TEXT[:80].encode(), tmp_path / "b.txt": TRAINING_TEXT[90:200].encode()}
+    for path, data in texts.items():
+        path.write_bytes(data)
+    calls = _count_loads(monkeypatch)
+    assert run("c", *texts, "--model", tiny_model_dir, "--device", "cpu", "--store", "always", "-q") == 0
+    assert calls == [(tiny_model_dir, "cpu")]
+    packed = [p.with_name(p.name + ".mz") for p in texts]
+    assert all(container.read(p.read_bytes()).window_count >= 1 for p in packed)  # decoding needs the model
+    for model_args in (["--model", tiny_model_dir], []):  # --model, or the model each file names
+        calls.clear()
+        for path in texts:
+            path.unlink(missing_ok=True)
+        assert run("x", *packed, *model_args, "--device", "cpu", "-q") == 0
+        assert calls == [(tiny_model_dir if model_args else os.path.abspath(tiny_model_dir), "cpu")]
+        assert all(path.read_bytes() == data for path, data in texts.items())
+
+
+def test_extract_reads_each_input_once_and_loads_no_model_for_a_raw_file(tiny_model_dir, tmp_path, monkeypatch):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"\xff\xfe\xfd\x00")
+    assert run("c", raw, "--model", tiny_model_dir, "-q") == 0
+    assert container.read((tmp_path / "raw.bin.mz").read_bytes()).window_count == 0
+    raw.unlink()
+    calls, reads, real_read = _count_loads(monkeypatch), [], container.read
+    monkeypatch.setattr(container, "read", lambda blob: reads.append(len(blob)) or real_read(blob))
+    assert run("x", tmp_path / "raw.bin.mz", "-q") == 0
+    assert raw.read_bytes() == b"\xff\xfe\xfd\x00" and calls == [] and len(reads) == 1
+
+
+def test_the_estimate_follows_the_decoders_batches(monkeypatch):
+    import argparse
+
+    from memzip import cli, rows
+
+    args = argparse.Namespace(command="x")
+    c = container.Container({}, [(container.KIND_WINDOW, 4096)] * 6, b"", b"")
+    # six rows of 4,096 tokens: the decoder steps 4 rows (16,384 positions) together, then 2
+    assert rows.decoding_batches(c.window_lengths) == [[0, 1, 2, 3], [4, 5]]
+    monkeypatch.setattr(cli, "ESTIMATE_ABOVE_S", 0)
+    expected = 4096 * (cli.STEP_S + 4 * cli.STEP_S_PER_ROW) + 4096 * (cli.STEP_S + 2 * cli.STEP_S_PER_ROW)
+    assert cli._estimate(args, b"", c) == f"expect roughly {cli._duration(expected)} on a 2-core CPU (restoring)"
+    assert cli._estimate(args, b"", container.Container({}, [(container.KIND_RAW, 9)], b"", b"x" * 9)) is None

@@ -7,8 +7,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from memzip.codes import VectorSpec
+from memzip.format.vectors import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip import codec
+from memzip.codec import compress_with_report
 from memzip.format import container
 from memzip.format.container import KIND_WINDOW
 from memzip.errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError
@@ -35,20 +37,18 @@ SAMPLES = {
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 def test_round_trip_samples(lm, name):
     data = SAMPLES[name]
-    report = []
-    blob = compress(data, lm, QUICK, report=report)
+    blob, report = compress_with_report(data, lm, QUICK)
     assert decompress(blob, lm) == data
-    r = report[0]
+    r = report
     assert r.vectors + r.fallback_windows == r.windows
 
 
 def test_vectors_are_used_and_verified(lm):
     data = b"The quick brown fox jumps over the lazy dog. The quick brown fox."
-    report = []
-    blob = compress(data, lm, QUICK, report=report)
+    blob, report = compress_with_report(data, lm, QUICK)
     c = container.read(blob)
-    assert report[0].vectors >= 1
-    assert c.window_count == report[0].vectors
+    assert report.vectors >= 1
+    assert c.window_count == report.vectors
     assert c.header["model_fingerprint"] == lm.fingerprint
     assert c.checksum == hashlib.sha256(data).digest()[:4]
     assert decompress(blob, lm) == data
@@ -68,7 +68,7 @@ def test_long_input_round_trips(lm):
 def test_different_weights_are_refused_before_decoding(lm):
     blob = compress(b"The quick brown fox jumps.", lm, QUICK)
     assert container.read(blob).window_count >= 1
-    model = tiny_lm().model  # same name, same architecture; one weight changed in its last bit
+    model = tiny_lm().float_model  # same name, same architecture; one weight changed in its last bit
     with torch.no_grad():
         w = model.model.norm.weight
         w[0] = torch.nextafter(w[0], torch.tensor(float("inf")))
@@ -169,3 +169,60 @@ def test_engine_version_is_recorded_and_another_one_is_refused(lm):
     assert "environment" not in c.header and "threads" not in c.header and "decode_batch" not in c.header
     with pytest.raises(ModelMismatchError, match="engine 'exact-0'"):
         decompress(_tampered(blob, lambda c: c.header.update(engine="exact-0")), lm)
+
+
+class _CountingTokenizer:
+    """A tokenizer that counts the texts it is given."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, []
+
+    def __call__(self, text, **kwargs):
+        self.texts.append(text)
+        return self.tokenizer(text, **kwargs)
+
+    def __len__(self):
+        return len(self.tokenizer)
+
+
+def test_each_piece_of_work_is_done_once_per_compression(monkeypatch):
+    """One tokenization, one zstd pass over the whole input, one settings resolution, every candidate
+    file built once and the kept one read back once (with --verify too: decoding reuses that read)."""
+    import memzip.vectors.optimizer as optimizer
+
+    lm = tiny_lm()
+    counting = _CountingTokenizer(lm.tokenizer)
+    lm._tokenizer = counting
+    data = TRAINING_TEXT[:300].encode()
+    frames, writes, reads = [], [], []
+    real_frame, real_write, real_read = container.zstd_frame, container.write, container.read
+    monkeypatch.setattr(container, "zstd_frame", lambda d, *a: frames.append(d) or real_frame(d, *a))
+    monkeypatch.setattr(container, "write", lambda *a, **k: writes.append(a[0]) or real_write(*a, **k))
+    monkeypatch.setattr(container, "read", lambda blob: reads.append(blob) or real_read(blob))
+    blob, report = compress_with_report(data, lm, CompressSettings(verify=True))
+    assert counting.texts == [data.decode()]
+    assert report.predicted >= 1 and len(writes) == 2  # the model-coded file and the all-raw one
+    assert reads == [blob] and frames.count(data) == 1  # the estimate's zstd frame is the raw file's fallback
+    natives = []
+    monkeypatch.setattr(optimizer, "bf16_is_native", lambda device: natives.append(device) or False)
+    counting.texts.clear()
+    _, report = compress_with_report(data[:40], lm, QUICK)
+    assert natives == [lm.device] and report.settings.optimizer.precision == "fp32"  # resolved once, recorded
+    assert counting.texts == [data[:40].decode()]
+
+
+def test_a_default_compression_imports_and_resolves_nothing_for_vectors(lm):
+    _, report = compress_with_report(TRAINING_TEXT[:100].encode(), lm)
+    assert report.settings.optimizer.precision == "auto"  # nothing to optimize: nothing resolved
+    assert report.settings.window == len(lm.tokenizer(TRAINING_TEXT[:100], add_special_tokens=False)["input_ids"])
+
+
+def test_decompress_container_takes_a_container_already_read_and_loads_through_the_loader(lm):
+    blob = compress(TRAINING_TEXT[:60].encode(), lm, CompressSettings(store="always"))
+    c = container.read(blob)
+    asked = []
+    assert codec.decompress_container(c, None, load=lambda spec: asked.append(spec) or lm) == TRAINING_TEXT[:60].encode()
+    assert asked == ["tiny-test-model"]  # the model the file names
+    asked.clear()
+    assert codec.decompress_container(c, "elsewhere", load=lambda spec: asked.append(spec) or lm)
+    assert asked == ["elsewhere"]

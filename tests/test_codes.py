@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.codec import compress_with_report
 from memzip.format import container
-from memzip.strategies import worth_storing
-from memzip.codes import BASIS_BITS, VectorCode, basis_digest, embedding_basis, header_field
+from memzip.progress import Progress
+from memzip.strategies import Job, worth_storing
+from memzip.vectors.codes import BASIS_BITS, VectorCode, basis_digest, embedding_basis, header_field
 from memzip.format.vectors import VectorSpec, check_codes, spec_from_header
 from memzip.windows import Segment
 from memzip.tiny import TRAINING_TEXT
@@ -58,7 +60,7 @@ def test_basis_is_orthogonal_ordered_by_variance_and_sign_fixed(lm):
     mean_grid, basis_grid = embedding_basis(lm, lm.hidden_size)
     assert torch.equal(mean_grid, mean_grid.round()) and torch.equal(basis_grid, basis_grid.round())  # integers
     mean, basis = mean_grid / grid, basis_grid / grid
-    weight = lm.model.get_input_embeddings().weight.detach().double()
+    weight = lm.float_model.get_input_embeddings().weight.detach().double()
     assert torch.equal(weight, lm.embedding_table().double())  # the engine's table is the model's
     assert torch.allclose(mean, weight.mean(dim=0), atol=1e-7)
     norms = basis.norm(dim=1)
@@ -96,22 +98,28 @@ def test_stored_bits_count_what_the_code_carries():
     assert VectorSpec("compact", 256, 4).code_bytes(576) == 2 + 256  # one byte per number before zstd
 
 
+def _job(data: bytes, windows, store: str) -> Job:
+    return Job(data, windows, CompressSettings(store=store), lm=None, progress=Progress())
+
+
 def test_smaller_policy_tries_only_windows_a_code_could_beat():
     data = b"x" * 1000  # zstd shrinks this to almost nothing: no window is worth a vector
     windows = [Segment(b"x" * 100, (1,) * 4), Segment(b"x" * 900, (1,) * 4)]
-    assert worth_storing(data, windows, [20, 20], "smaller") == [False, False]
-    assert worth_storing(data, windows, [20, 20], "always") == [True, True]
+    assert worth_storing(_job(data, windows, "smaller"), [20, 20]) == [False, False]
+    always = _job(data, windows, "always")
+    assert worth_storing(always, [20, 20]) == [True, True] and "zstd_frame" not in vars(always)  # not computed
     noise = bytes(range(256)) * 4  # incompressible: a 10-byte code beats a 100-byte window
     windows = [Segment(noise[:100], (1,) * 4), Segment(noise[100:110], (1,) * 4)]
-    assert worth_storing(noise, windows, [10, 10], "smaller") == [True, False]
+    job = _job(noise, windows, "smaller")
+    assert worth_storing(job, [10, 10]) == [True, False]
+    assert job.zstd_frame == container.zstd_frame(noise) and worth_storing(job, [10, 10]) == [True, False]
 
 
 def test_smaller_policy_stores_raw_what_a_vector_cannot_beat(lm):
     data = TRAINING_TEXT[:120].encode()
-    report = []
     settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=5), vectors=VectorSpec("compact"))
-    blob = compress(data, lm, settings, report=report)
-    r = report[0]
+    blob, report = compress_with_report(data, lm, settings)
+    r = report
     assert r.not_tried == r.windows == r.fallback_windows and r.vectors == 0 and r.steps == []
     c = container.read(blob)
     assert c.window_count == 0 and c.codes == b""
@@ -124,16 +132,15 @@ def test_full_and_compact_files_both_round_trip_and_record_their_code(lm):
     for spec in (VectorSpec("full"), VectorSpec("compact", 32, 4)):
         settings = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=8), vectors=spec,
                                     store="always")
-        report = []
-        blob = compress(data, lm, settings, report=report)
+        blob, report = compress_with_report(data, lm, settings)
         c = container.read(blob)
-        assert c.vector_spec == spec and report[0].vectors >= 1
-        assert len(c.codes) == report[0].vectors * spec.code_bytes(lm.hidden_size)
+        assert c.vector_spec == spec and report.vectors >= 1
+        assert len(c.codes) == report.vectors * spec.code_bytes(lm.hidden_size)
         assert decompress(blob, lm) == data
 
 
 def test_a_decoder_with_another_basis_refuses_before_decoding(lm, monkeypatch):
-    import memzip.codec as codec
+    import memzip.vectors.codes as codes
     from memzip.errors import ModelMismatchError
 
     data = TRAINING_TEXT[:40].encode()
@@ -141,7 +148,7 @@ def test_a_decoder_with_another_basis_refuses_before_decoding(lm, monkeypatch):
                                 vectors=VectorSpec("compact", 32, 4), store="always")
     blob = compress(data, lm, settings)
     assert decompress(blob, lm) == data
-    monkeypatch.setattr(codec, "basis_digest", lambda lm_, rank: "f" * 16)
+    monkeypatch.setattr(codes, "basis_digest", lambda lm_, rank: "f" * 16)
     with pytest.raises(ModelMismatchError, match="basis"):
         decompress(blob, lm)
 

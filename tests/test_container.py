@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from memzip.format import container
-from memzip.codes import VectorSpec
+from memzip.format.vectors import VectorSpec
 from memzip.format.container import KIND_RAW, KIND_WINDOW, Container, section_offsets
 from memzip.errors import ContainerError
 

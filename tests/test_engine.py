@@ -270,7 +270,7 @@ def test_tiny_model_runs_on_the_engine_close_to_its_float_model(lm):
     """Quantization changes logits a little, not the model: the top token mostly agrees."""
     ids = _ids(lm, rows=2, n=32)
     with torch.no_grad():
-        ref = lm.model(ids).logits.double()
+        ref = lm.float_model(ids).logits.double()
     got = _prefill(lm.engine, ids)
     assert (got.argmax(-1) == ref.argmax(-1)).double().mean() > 0.9
     assert (got - ref).abs().max() < 1.0

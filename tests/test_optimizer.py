@@ -3,9 +3,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from memzip.codes import VectorCode, VectorSpec
 from memzip.decoder import decode_windows
-from memzip.optimizer import OptimizerSettings, RowAdam, optimize_windows, teacher_forced
+from memzip.format.vectors import VectorSpec
+from memzip.settings import OptimizerSettings
+from memzip.vectors.codes import VectorCode
+from memzip.vectors.optimizer import RowAdam, optimize_windows, resolved, teacher_forced
 
 SPECS = [VectorSpec("full"), VectorSpec("compact", 32, 4)]
 
@@ -95,14 +97,14 @@ def test_step_budget_is_respected(lm):
 
 
 def test_precision_auto_resolves_to_what_the_device_supports(monkeypatch):
-    import memzip.optimizer as optimizer
+    import memzip.vectors.optimizer as optimizer
 
     for native, expected in ((True, "bf16"), (False, "fp32")):
         monkeypatch.setattr(optimizer, "bf16_is_native", lambda device, native=native: native)
-        assert OptimizerSettings().resolved("cpu").precision == expected
-        assert OptimizerSettings(precision="fp32").resolved("cpu").precision == "fp32"  # explicit wins
+        assert resolved(OptimizerSettings(), "cpu").precision == expected
+        assert resolved(OptimizerSettings(precision="fp32"), "cpu").precision == "fp32"  # explicit wins
     with pytest.raises(ValueError):
-        OptimizerSettings(precision="fp8").resolved("cpu")
+        OptimizerSettings(precision="fp8")
 
 
 def test_bf16_teacher_forcing_is_autocast_and_close_to_fp32(lm):

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from memzip import CompressSettings, compress, decompress, settings
+from memzip.codec import compress_with_report
 from memzip.format import container
-from memzip.codes import VectorSpec
+from memzip.format.vectors import VectorSpec
 from memzip.engine.forward import Engine, rank_of
 from memzip.errors import ContainerError, SettingsError
-from memzip.optimizer import OptimizerSettings
+from memzip.settings import OptimizerSettings
 from memzip.strategies import model_coded
 from memzip.tiny import TRAINING_TEXT, tiny_lm
 
@@ -37,21 +38,19 @@ def test_ranks_order_the_vocabulary_lower_ids_first_on_ties():
     ],
 )
 def test_default_settings_round_trip_anything(lm, data):
-    report = []
-    blob = compress(data, lm, report=report)
+    blob, report = compress_with_report(data, lm)
     assert decompress(blob, lm) == data
     c = container.read(blob)
     assert c.header["vectors"] == {"code": "none"} and c.codes == b""
     assert c.header["settings"] == {}
-    assert report[0].vectors == 0 and report[0].steps == []
+    assert report.vectors == 0 and report.steps == []
 
 
 def test_predicted_windows_store_token_streams_and_beat_raw_on_text_the_model_knows(lm):
     data = TRAINING_TEXT[:300].encode()
-    report = []
-    blob = compress(data, lm, PREDICT, report=report)
+    blob, report = compress_with_report(data, lm, PREDICT)
     c = container.read(blob)
-    r = report[0]
+    r = report
     assert r.predicted == r.windows == c.window_count > 1 and r.fallback_windows == 0
     assert len(c.streams) == c.window_count and c.sizes["tokens"] > 0
     assert c.sizes["tokens"] < len(container.zstd_frame(data))  # the tiny model learned this text
@@ -60,10 +59,9 @@ def test_predicted_windows_store_token_streams_and_beat_raw_on_text_the_model_kn
 
 def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
     data = bytes(range(32, 127)) * 3  # no model predicts this; zstd shrinks it to almost nothing
-    report = []
-    blob = compress(data, lm, CompressSettings(window=8), report=report)
+    blob, report = compress_with_report(data, lm, CompressSettings(window=8))
     c = container.read(blob)
-    assert c.window_count == 0 and report[0].predicted == 0 and report[0].fallback_windows == report[0].windows
+    assert c.window_count == 0 and report.predicted == 0 and report.fallback_windows == report.windows
     assert c.segments == [(container.KIND_RAW, len(data))]
     assert decompress(blob, lm) == data
 
@@ -99,10 +97,9 @@ def _count_forwards(monkeypatch) -> list[int]:
 def test_compression_evaluates_windows_all_at_once_and_decompression_one_token_at_a_time(lm, monkeypatch):
     calls = _count_forwards(monkeypatch)
     data = TRAINING_TEXT[:200].encode()
-    report = []
-    blob = compress(data, lm, PREDICT, report=report)
+    blob, report = compress_with_report(data, lm, PREDICT)
     c = container.read(blob)
-    assert report[0].predicted == c.window_count > 1
+    assert report.predicted == c.window_count > 1
     assert calls == [max(c.window_lengths)]  # one evaluation of every window's positions, no replay
     calls.clear()
     assert decompress(blob, lm) == data and len(calls) == max(c.window_lengths)
@@ -127,9 +124,8 @@ def test_memory_vector_files_code_their_tokens_given_the_vectors(lm):
 
 def test_windows_not_worth_their_streams_are_stored_raw(lm):
     data = TRAINING_TEXT[:300].encode() + bytes(range(32, 127)) * 2  # the model knows the first part only
-    report = []
-    blob = compress(data, lm, CompressSettings(window=8), report=report)
-    c, r = container.read(blob), report[0]
+    blob, report = compress_with_report(data, lm, CompressSettings(window=8))
+    c, r = container.read(blob), report
     assert 0 < r.predicted < r.windows and r.not_tried == r.windows - r.predicted
     assert c.window_count == r.predicted and {kind for kind, _ in c.segments} == {container.KIND_WINDOW, container.KIND_RAW}
     assert decompress(blob, lm) == data
@@ -176,10 +172,9 @@ def test_binary_input_is_stored_raw_after_a_short_probe(lm, monkeypatch):
         return real(lm_, windows, *args, **kwargs)
 
     monkeypatch.setattr(model_coded, "code_windows", counted)
-    report: list = []
-    blob = compress(noise, lm, CompressSettings(window=64), report=report)
+    blob, report = compress_with_report(noise, lm, CompressSettings(window=64))
     assert decompress(blob, lm) == noise
-    assert coded == [model_coded.PROBE_TOKENS] and report[0].predicted == 0  # only the probe ran
+    assert coded == [model_coded.PROBE_TOKENS] and report.predicted == 0  # only the probe ran
     coded.clear()
     assert decompress(compress(text, lm, CompressSettings(window=64)), lm) == text
     assert coded[0] == model_coded.PROBE_TOKENS and len(coded) == 2  # text passes the probe: the full pass runs

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
+from memzip.codec import compress_with_report
 from memzip.format import container
-from memzip.codec import stored_vectors
-from memzip.codes import VectorSpec
-from memzip.decoder import decode_windows, rank_windows
+from memzip.decoder import decode_windows
+from memzip.format.vectors import VectorSpec
+from memzip.vectors.codes import stored_vectors
+from memzip.vectors.greedy import replay
 from memzip.errors import ModelMismatchError
 
 pytestmark = pytest.mark.model
@@ -31,16 +33,15 @@ SHORT = CompressSettings(window=16, optimizer=OptimizerSettings(steps=200), vect
     ids=["english", "spanish"],
 )
 def test_prose_round_trips_through_memory_vectors(real_lm, data):
-    report = []
-    blob = compress(data, real_lm, SHORT, report=report)
-    assert report[0].vectors >= 1  # real memory tokens, not just the fallback
+    blob, report = compress_with_report(data, real_lm, SHORT)
+    assert report.vectors >= 1  # real memory tokens, not just the fallback
     assert decompress(blob, real_lm) == data
     # every stored window is regenerated greedily by the engine, with the margin asked for
     c = container.read(blob)
     vectors = stored_vectors(c, real_lm)
     tokens = decode_windows(real_lm, c.window_lengths, None, vectors)
-    ranks, gaps = rank_windows(real_lm, tokens, vectors, margins=True)
-    assert all(r == 0 for row in ranks for r in row) and min(gaps) >= SHORT.optimizer.margin
+    replays = replay(real_lm, tokens, vectors)
+    assert all(r.ranks == [0] * len(r.ranks) and r.lead >= SHORT.optimizer.margin for r in replays)
 
 
 FRESH = (
@@ -54,9 +55,8 @@ def test_default_settings_predict_prose_below_zstd_and_xz(real_lm):
     import lzma
 
     data = FRESH.encode()
-    report = []
-    blob = compress(data, real_lm, report=report)
-    r = report[0]
+    blob, report = compress_with_report(data, real_lm)
+    r = report
     assert r.predicted == r.windows >= 1 and r.vectors == 0 and r.fallback_windows == 0
     c = container.read(blob)
     assert c.vector_spec == VectorSpec("none") and c.sizes["vectors"] == 0
@@ -102,9 +102,8 @@ def test_windows_the_model_cannot_predict_cheaply_are_stored_raw(real_lm):
 
     noise = base64.b64encode(random.Random(7).randbytes(300)).decode()  # ~6 bits per byte, unpredictable
     data = (FRESH + noise + "\n" + FRESH.upper()).encode()
-    report = []
-    blob = compress(data, real_lm, CompressSettings(window=32), report=report)
-    c, r = container.read(blob), report[0]
+    blob, report = compress_with_report(data, real_lm, CompressSettings(window=32))
+    c, r = container.read(blob), report
     assert 0 < r.predicted < r.windows and c.window_count == r.predicted
     assert decompress(blob, real_lm) == data
 

@@ -9,11 +9,12 @@ import time
 import pytest
 import torch
 
-from memzip.codes import VectorSpec
+from memzip.format.vectors import VectorSpec
 from memzip import CompressSettings, OptimizerSettings, codec, compress, decompress
-from memzip.journal import Journal
-from memzip.strategies import memory_vectors
-from memzip.optimizer import WindowResult
+from memzip.codec import compress_with_report
+from memzip.vectors import memory_vectors
+from memzip.vectors.journal import Journal
+from memzip.vectors.results import WindowResult
 from memzip.tiny import TRAINING_TEXT
 
 QUICK = CompressSettings(window=4, optimizer=OptimizerSettings(steps=60, lr=0.1, batch=4), store="always", vectors=VectorSpec("compact"))
@@ -87,17 +88,15 @@ def test_journal_of_another_run_or_garbage_is_not_used(tmp_path, content):
 def test_compress_journals_every_window_and_a_rerun_optimizes_nothing(lm, tmp_path, monkeypatch):
     data = TRAINING_TEXT[:120].encode()
     path = str(tmp_path / "f.mz.part")
-    counted = []
-    first = compress(data, lm, QUICK, journal_path=path, report=counted)
-    n = counted[0].windows
+    first, counted = compress_with_report(data, lm, QUICK, journal_path=path)
+    n = counted.windows
     assert len(Journal(path, memory_vectors.journal_identity(data, lm, codec.resolved_settings(data, lm, QUICK)), _code_bytes(lm, QUICK)).done) == n
     seen = []
     real = memory_vectors.optimize_windows
     monkeypatch.setattr(memory_vectors, "optimize_windows",
                         lambda lm_, windows, *a, **k: seen.append(len(windows)) or real(lm_, windows, *a, **k))
-    report = []
-    again = compress(data, lm, QUICK, report=report, journal_path=path)
-    assert seen == [0] and report[0].resumed == n
+    again, report = compress_with_report(data, lm, QUICK, journal_path=path)
+    assert seen == [0] and report.resumed == n
     assert again == first  # same vectors, same steps, same container
     assert decompress(again, lm) == data
 
@@ -119,9 +118,8 @@ def test_interrupted_compress_resumes_from_the_finished_windows(lm, tmp_path, mo
         compress(data, lm, QUICK, journal_path=path)
     monkeypatch.setattr(Journal, "record", real_record)
     assert len(Journal(path, memory_vectors.journal_identity(data, lm, codec.resolved_settings(data, lm, QUICK)), _code_bytes(lm, QUICK)).done) == 3
-    report = []
-    blob = compress(data, lm, QUICK, report=report, journal_path=path)
-    assert report[0].resumed == 3
+    blob, report = compress_with_report(data, lm, QUICK, journal_path=path)
+    assert report.resumed == 3
     assert decompress(blob, lm) == data
 
 
@@ -130,9 +128,8 @@ def test_journal_for_other_settings_is_replaced(lm, tmp_path):
     path = str(tmp_path / "f.mz.part")
     compress(data, lm, QUICK, journal_path=path)
     other = CompressSettings(window=5, optimizer=QUICK.optimizer, store="always", vectors=VectorSpec("compact"))
-    report = []
-    blob = compress(data, lm, other, report=report, journal_path=path)
-    assert report[0].resumed == 0 and decompress(blob, lm) == data
+    blob, report = compress_with_report(data, lm, other, journal_path=path)
+    assert report.resumed == 0 and decompress(blob, lm) == data
 
 
 # --- the real command, killed and interrupted in a subprocess --------------------------------------

@@ -4,12 +4,14 @@ cross-entropy, the file keeps vectors only when they make it smaller, and kept v
 import pytest
 
 from memzip import CompressSettings, OptimizerSettings, compress, decompress
-from memzip.codes import VectorCode
+from memzip.codec import compress_with_report
+from memzip.vectors.codes import VectorCode
 from memzip.errors import SettingsError
 from memzip.format import container
 from memzip.format.vectors import VectorSpec
-from memzip.optimizer import optimize_for_size
-from memzip.strategies import Outcome, Stored, vectors_by_size
+from memzip.strategies import Outcome, Stored
+from memzip.vectors import vectors_by_size
+from memzip.vectors.optimizer import optimize_for_size
 from memzip.strategies.model_coded import ModelCoded
 from memzip.tiny import TRAINING_TEXT
 
@@ -34,16 +36,27 @@ def test_size_objective_needs_vectors():
 
 def test_a_file_keeps_no_vector_that_does_not_make_it_smaller(lm):
     data = TRAINING_TEXT[:300].encode()
-    report: list = []
-    blob = compress(data, lm, SIZE, report=report)
+    blob, report = compress_with_report(data, lm, SIZE)
     plain = compress(data, lm, CompressSettings())
-    c = container.read(blob)
     # a vector costs 18 bytes here; the tiny model's streams cannot save that many: the default file
-    if c.vector_spec.code == "none":
-        assert blob == plain and report[0].vectors == 0
-    else:
-        assert len(blob) < len(plain)
+    assert container.read(blob).vector_spec.code == "none" and report.vectors == 0 and report.predicted >= 1
+    assert blob == plain
     assert decompress(blob, lm) == data
+
+
+def test_vectors_that_cost_more_than_they_save_are_dropped(lm, monkeypatch):
+    """Make the streams coded given the vectors expensive: the file is then exactly the default one."""
+    real = vectors_by_size.code_windows
+
+    def expensive(lm_, windows, vectors=None, *args, **kwargs):
+        streams, bits = real(lm_, windows, vectors, *args, **kwargs)
+        return [s + bytes(1000) for s in streams] if vectors is not None else streams, bits
+
+    monkeypatch.setattr(vectors_by_size, "code_windows", expensive)
+    data = TRAINING_TEXT[:300].encode()
+    blob, report = compress_with_report(data, lm, SIZE)
+    assert blob == compress(data, lm, CompressSettings()) and report.vectors == 0
+    assert container.read(blob).header["settings"] == {}
 
 
 def test_kept_vectors_are_recorded_and_decode(lm, monkeypatch):
@@ -58,10 +71,10 @@ def test_kept_vectors_are_recorded_and_decode(lm, monkeypatch):
 
     monkeypatch.setattr(vectors_by_size.ModelCoded, "store", padded)
     data = TRAINING_TEXT[:300].encode()
-    report: list = []
-    blob = compress(data, lm, SIZE, report=report)
+    blob, report = compress_with_report(data, lm, SIZE)
     c = container.read(blob)
-    assert c.vector_spec == VectorSpec("compact", 16, 4) and report[0].vectors == c.window_count >= 1
+    assert len(blob) < 10_000  # the file without vectors holds the padded streams: the smaller one is kept
+    assert c.vector_spec == VectorSpec("compact", 16, 4) and report.vectors == c.window_count >= 1
     assert c.header["settings"]["objective"] == "size"
     assert len(c.codes) == c.window_count * VectorSpec("compact", 16, 4).code_bytes(lm.hidden_size)
     assert decompress(blob, lm) == data

@@ -1,8 +1,10 @@
 """The .mz container: writing and strict reading. The byte layout is specified in docs/FORMAT.md.
 
-Every section is length-prefixed; the original's checksum follows the sections, and the whole file ends
-with a short SHA-256 trailer of everything before it, so corruption is found before any (slow) decoding
-starts and a wrong decode is refused after it. Reading a container needs neither torch nor the model.
+After the header, each of the four sections is length-prefixed (within the tokens section, every
+window's stream but the last is length-prefixed too, the last filling the rest); the original's checksum
+follows the sections, and the whole file ends with a short SHA-256 trailer of everything before it, so
+corruption is found before any (slow) decoding starts and a wrong decode is refused after it. Reading a
+container needs neither torch nor the model.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ MAGIC = b"\x89MZP"
 FORMAT_VERSION = 10
 # segment kinds: a window of tokens, a span of raw bytes
 KIND_WINDOW, KIND_RAW = 0, 1
-KINDS = (KIND_WINDOW, KIND_RAW)
 ZSTD_LEVEL = 19
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # every zstd frame starts with it; the container stores frames without it
 
@@ -125,8 +126,10 @@ def _validate_header(header: dict) -> None:
         raise ContainerError("header field 'model_fingerprint' is not a SHA-256 hex digest")
 
 
-def write(container: Container) -> bytes:
-    """Serialize; the header is validated so a writer bug cannot produce an unreadable file."""
+def write(container: Container, packed_fallback: bytes | None = None) -> bytes:
+    """Serialize; the header is validated so a writer bug cannot produce an unreadable file.
+    ``packed_fallback``: the fallback section already compressed, ``zstd_frame(container.fallback)``, for
+    a caller that holds it (the pipeline's file that stores its whole input raw)."""
     _validate_header(container.header)
     try:
         check_codes(container.vector_spec, container.header["hidden_size"], container.codes, container.window_count)
@@ -138,7 +141,8 @@ def write(container: Container) -> bytes:
         raise ValueError(f"the original's checksum must be {CHECKSUM_LEN} bytes")
     header = pack_header(container.header)
     table = pack_segments(container.segments)
-    codes, fallback = zstd_frame(container.codes), zstd_frame(container.fallback)
+    codes = zstd_frame(container.codes)
+    fallback = zstd_frame(container.fallback) if packed_fallback is None else packed_fallback
     tokens = pack_streams(container.streams)
     parts = [MAGIC, varint(FORMAT_VERSION), header]
     for section in (table, codes, tokens, fallback):

@@ -10,18 +10,23 @@ raw. A strategy is an object with
 * ``header_settings(job, outcome) -> dict``: what the container header records of how it ran.
 
 The decoder needs none of this: a file names its vector code, and every window is decoded the same way
-(memzip/decoder.py). A new strategy is a new module here and one line in ``for_settings``.
+(memzip/decoder.py). A new strategy is a module and one line in ``for_settings``.
 
-* ``model_coded`` -- every window's tokens coded with the model's own distribution (the default);
-* ``memory_vectors`` -- one optimized memory vector per window, accepted only when the engine's greedy
-  replay regenerates the window (the paper's setting), its tokens then coded given the vector;
-* ``vectors_by_size`` -- one memory vector per row, chosen to make the file smallest (vector code +
-  token stream), kept only if the file is smaller with it (experimental).
+* ``model_coded`` (here) -- every window's tokens coded with the model's own distribution (the default);
+* ``memzip.vectors.memory_vectors`` -- one optimized memory vector per window, accepted only when the
+  engine's greedy replay regenerates the window (the paper's setting), its tokens then coded given the
+  vector;
+* ``memzip.vectors.vectors_by_size`` -- one memory vector per row, chosen to make the file smallest
+  (vector code + token stream), kept only if the file is smaller with it (experimental).
+
+The memory-vector strategies are imported only when the settings ask for them: the default path never
+loads memzip.vectors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..format import container
 from ..format.vectors import VectorSpec
@@ -51,6 +56,12 @@ class Job:
     progress: Progress
     journal_path: str | None = None
 
+    @cached_property
+    def zstd_frame(self) -> bytes:
+        """The whole input as the container's fallback stores it (zstd -19): computed once per job, for
+        the estimates (``worth_storing``) and for the file that stores everything raw."""
+        return container.zstd_frame(self.data)
+
 
 @dataclass
 class Outcome:
@@ -71,13 +82,14 @@ def percentile(values: list, q: float):
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
 
 
-def worth_storing(data: bytes, windows: list[Segment], costs: list[float], store: str) -> list[bool]:
-    """Per window: can storing it by the model (a vector, or its coded tokens) pay? Its cost is
-    ``costs[i]`` bytes; the alternative is the window's share of zstd over the input (what the fallback
-    would cost). Either way the window takes a segment-table entry (1-2 bytes)."""
-    if store == "always" or not windows:
+def worth_storing(job: Job, costs: list[float]) -> list[bool]:
+    """Per window of ``job``: can storing it by the model (a vector, or its coded tokens) pay? Its cost
+    is ``costs[i]`` bytes; the alternative is the window's share of zstd over the input (what the
+    fallback would cost). Either way the window takes a segment-table entry (1-2 bytes)."""
+    windows = job.windows
+    if job.settings.store == "always" or not windows:
         return [True] * len(windows)
-    fallback_ratio = len(container.zstd_frame(data)) / len(data)
+    fallback_ratio = len(job.zstd_frame) / len(job.data)
     return [cost < fallback_ratio * len(s.data) for s, cost in zip(windows, costs)]
 
 
@@ -88,9 +100,9 @@ def for_settings(settings: CompressSettings):
 
         return ModelCoded()
     if settings.objective == "size":
-        from .vectors_by_size import VectorsBySize
+        from ..vectors.vectors_by_size import VectorsBySize
 
         return VectorsBySize()
-    from .memory_vectors import MemoryVectors
+    from ..vectors.memory_vectors import MemoryVectors
 
     return MemoryVectors()

@@ -1,14 +1,14 @@
 """Model-coded windows (the default): every token arithmetic-coded with the model's own distribution.
 
 Each window is one row ``[prefix, tokens]`` evaluated all at once per batch of windows on the exact
-engine (memzip/decoder.py ``code_windows``). With the store policy "smaller", a probe of the first
+engine (memzip/encoder.py ``code_windows``). With the store policy "smaller", a probe of the first
 PROBE_TOKENS tokens decides first whether the model can pay at all: binary or incompressible input is
 then stored raw in seconds, without the full pass.
 """
 
 from __future__ import annotations
 
-from ..decoder import code_windows
+from ..encoder import code_windows
 from ..format import container
 from . import Job, Outcome, Stored, worth_storing
 
@@ -44,7 +44,7 @@ class ModelCoded:
         streams, _bits = code_windows(job.lm, [s.tokens for s in windows], on_progress=job.progress.update)
         job.progress.done()
         costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
-        worth = worth_storing(job.data, windows, costs, job.settings.store)
+        worth = worth_storing(job, costs)
         stored = {i: Stored(b"", stream) for i, (stream, ok) in enumerate(zip(streams, worth)) if ok}
         return Outcome(stored, not_tried=worth.count(False))
 

@@ -6,7 +6,7 @@ Layout of a training row (the decoder replays the same prefix)::
     input:     embed(prefix)  q(vector)        embed(t_0) .. embed(t_{n-2})
     predicts:  -              t_0              t_1 .. t_{n-1}
 
-Each window trains a parameter row of its vector code (memzip/codes.py: the bf16 vector itself, or a
+Each window trains a parameter row of its vector code (memzip/vectors/codes.py: the bf16 vector itself, or a
 small quantized code in a basis); ``q(vector)`` is the vector the decompressor will rebuild from that
 row's stored code, with a straight-through gradient, so every forward sees exactly what the container
 will hold.
@@ -23,7 +23,8 @@ returned without a code (the caller stores it raw).
 
 ``precision`` is the arithmetic of the optimizer's own passes only: "bf16" runs them under bfloat16
 autocast (faster on CUDA and on CPUs with native bf16), "fp32" in float32, "auto" picks bf16 where the
-device supports it. It cannot make a stored code inexact: verification is the exact engine's replay.
+device supports it (``resolved``: the pipeline resolves it once per compression and records what it
+chose). It cannot make a stored code inexact: verification is the exact engine's replay.
 The optimizer's float model and the engine differ by the engine's quantization (its logits move by up
 to a few tenths of a logit), so a candidate's float margin is a guess the engine then confirms.
 """
@@ -32,14 +33,15 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from ..settings import OptimizerSettings
 from .codes import VectorCode
-from .settings import OptimizerSettings
+from .results import WindowResult
 
 
 def bf16_is_native(device) -> bool:
@@ -52,17 +54,17 @@ def bf16_is_native(device) -> bool:
     return False
 
 
+def resolved(settings: OptimizerSettings, device) -> OptimizerSettings:
+    """``settings`` with ``precision`` "auto" replaced by what it means on ``device`` (bf16 where it is
+    native, else fp32); settings with an explicit precision are returned as they are."""
+    if settings.precision != "auto":
+        return settings
+    return replace(settings, precision="bf16" if bf16_is_native(device) else "fp32")
+
+
 # Teacher-forced logits (one parallel forward) and the decoder's cached replay differ by numeric noise;
 # aiming a little above the required margin keeps the replay check from failing by a hair.
 CANDIDATE_SLACK = 0.1
-
-
-@dataclass
-class WindowResult:
-    code: bytes | None  # the verified stored code; None when the window did not converge
-    steps: int  # optimizer steps spent on this window
-    verify_failures: int = 0
-    last: bytes | None = None  # stored code: the verified one, or where a failed window ended
 
 
 class RowAdam:
@@ -101,10 +103,10 @@ def _row_logits(lm, vectors: torch.Tensor, ids: torch.Tensor, precision: str) ->
     """Float-model logits [n, L, V] of rows ``[prefix, vector, ids[:, :-1]]``: position 1 + k predicts
     ``ids[:, k]`` (float32, or under bf16 autocast)."""
     n = ids.shape[0]
-    prefix = lm.embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=lm.device))
-    embeds = torch.cat([prefix, vectors.view(n, 1, -1), lm.embed(ids[:, :-1])], dim=1)
+    prefix = lm.float_embed(torch.full((n, 1), lm.prefix_id, dtype=torch.long, device=lm.device))
+    embeds = torch.cat([prefix, vectors.view(n, 1, -1), lm.float_embed(ids[:, :-1])], dim=1)
     with torch.autocast(lm.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        return lm.model(inputs_embeds=embeds, logits_to_keep=ids.shape[1]).logits.float()
+        return lm.float_model(inputs_embeds=embeds, logits_to_keep=ids.shape[1]).logits.float()
 
 
 def teacher_forced(lm, vectors: torch.Tensor, windows: Sequence[Sequence[int]], precision: str = "fp32"):
@@ -145,12 +147,13 @@ def optimize_windows(
 
     ``verify(codes, windows)`` must return, per row, whether decoding reproduces the window exactly
     (with the required safety margin). ``on_progress(windows_finished, total_steps)`` is called after
-    every optimizer step, ``on_result(index, result)`` the moment a window is finished.
+    every optimizer step, ``on_result(index, result)`` the moment a window is finished. A precision
+    "auto" is resolved for ``lm.device`` (``resolved``).
     """
     results: list[WindowResult | None] = [None] * len(windows)
     if not windows:
         return []
-    settings = settings.resolved(lm.device)
+    settings = resolved(settings, lm.device)
     init = code.initial()
     adam = RowAdam(settings, settings.lr if settings.lr is not None else code.default_lr)
     group = settings.verify_batch or settings.batch
@@ -240,23 +243,24 @@ def sequence_bits(lm, vector: torch.Tensor, tokens: Sequence[int], precision: st
 def optimize_for_size(lm, tokens: Sequence[int], settings: OptimizerSettings, code: VectorCode,
                       on_step: Callable[[int, float], None] | None = None) -> tuple[bytes, list[float]]:
     """The stored code whose vector makes ``tokens`` most probable under the float model (the lowest
-    cross-entropy seen in ``settings.steps`` Adam steps, each forward seeing exactly the vector the
-    decoder rebuilds, straight-through), and the loss in bits at every step. The caller measures the
-    real size on the exact engine: the float model only guides the search."""
-    settings = settings.resolved(lm.device)
-    params = code.initial().clone().unsqueeze(0).requires_grad_(True)
-    lr = settings.lr if settings.lr is not None else code.default_lr
-    adam = torch.optim.Adam([params], lr=lr, betas=settings.betas, eps=settings.eps)
-    best, best_code, trace = float("inf"), code.quantize(params.detach())[0], []
+    cross-entropy seen in ``settings.steps`` Adam steps (``RowAdam``, one row), each forward seeing
+    exactly the vector the decoder rebuilds, straight-through), and the loss in bits at every step. The
+    caller measures the real size on the exact engine: the float model only guides the search. A
+    precision "auto" is resolved for ``lm.device`` (``resolved``)."""
+    settings = resolved(settings, lm.device)
+    params = code.initial().clone().unsqueeze(0)
+    m, v = torch.zeros_like(params), torch.zeros_like(params)
+    t = torch.zeros(1, dtype=params.dtype, device=params.device)
+    adam = RowAdam(settings, settings.lr if settings.lr is not None else code.default_lr)
+    best, best_code, trace = float("inf"), code.quantize(params)[0], []
     for step in range(settings.steps):
-        view = code.train_view(params)
-        bits = sequence_bits(lm, view[0], tokens, settings.precision)
+        x = params.requires_grad_(True)
+        bits = sequence_bits(lm, code.train_view(x)[0], tokens, settings.precision)
         trace.append(float(bits.detach()))
         if trace[-1] < best:
-            best, best_code = trace[-1], code.quantize(params.detach())[0]
-        adam.zero_grad()
-        bits.backward()
-        adam.step()
+            best, best_code = trace[-1], code.quantize(x)[0]
+        (grad,) = torch.autograd.grad(bits, x)
+        params, m, v, t = adam.step(x.detach(), grad, m, v, t)
         if on_step is not None:
             on_step(step, trace[-1])
     return best_code, trace

@@ -3,8 +3,12 @@
 Optimizing a window is the expensive part of compression (minutes for a large file), so every window
 is appended to the journal the moment it is finished -- verified vector or given up -- and flushed to
 disk. A compression that is interrupted, killed or crashes leaves the journal behind; the next run on
-the same input, model and settings skips the windows it holds. Nothing in the journal is trusted
-blindly: the final container is still replayed through the decompressor before it is written.
+the same input, model and settings skips the windows it holds. A journal is used only when its
+identity (the input's SHA-256, the model's fingerprint, the resolved settings) matches, and only up to
+its last record whose CRC holds. Its codes decide how well their windows compress, never whether they
+decode: each kept window's tokens are coded again given its vector, and the finished container is read
+back strictly and must reassemble to the input before it is written (``--verify`` also decodes it as
+the decompressor does).
 
 Layout: one line ``MZJ2 <identity JSON>\\n``, then records of ``<u32 index, u32 steps, u8 has_code,
 [the window's stored vector code, a fixed number of bytes], u32 CRC-32 of the record>``. A torn last
@@ -19,7 +23,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from .optimizer import WindowResult
+from .results import WindowResult
 
 MAGIC = b"MZJ2 "
 _RECORD = struct.Struct("<IIB")
@@ -93,8 +97,3 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-    def remove(self) -> None:
-        """The output is complete: the journal has served its purpose."""
-        self.close()
-        self.path.unlink(missing_ok=True)

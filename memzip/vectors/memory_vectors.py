@@ -1,9 +1,9 @@
 """Memory vectors (``--vectors full|compact``, the paper's setting): one optimized vector per window.
 
-Each window's vector is optimized with the model frozen (memzip/optimizer.py) and accepted only when
+Each window's vector is optimized with the model frozen (memzip/vectors/optimizer.py) and accepted only when
 the exact engine's greedy replay regenerates the window with the required margin; the window's tokens
 are then arithmetic-coded given its vector. Finished windows are journaled as they complete
-(memzip/journal.py), so an interrupted run resumes; a window that does not converge is stored raw.
+(memzip/vectors/journal.py), so an interrupted run resumes; a window that does not converge is stored raw.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict
 
-from ..codes import VectorCode
-from ..decoder import code_windows, reproduces
+from ..encoder import code_windows
 from ..engine import ENGINE_VERSION
-from ..journal import Journal
-from ..optimizer import WindowResult, optimize_windows
 from ..settings import CompressSettings
-from . import Job, Outcome, Stored, percentile, worth_storing
+from ..strategies import Job, Outcome, Stored, percentile, worth_storing
+from .codes import VectorCode
+from .greedy import reproduces
+from .journal import Journal
+from .optimizer import optimize_windows
+from .results import WindowResult
 
 
 def journal_identity(data: bytes, lm, settings: CompressSettings) -> dict:
@@ -48,7 +50,7 @@ class MemoryVectors:
             if done:
                 progress.message(f"resuming: {len(done)} of {len(windows)} windows already done ({job.journal_path})")
             journal.open()
-        worth = worth_storing(data, windows, [code.size] * len(windows), settings.store)
+        worth = worth_storing(job, [code.size] * len(windows))
         skipped = {i: WindowResult(None, 0) for i, ok in enumerate(worth) if not ok}
         todo = [i for i in range(len(windows)) if i not in done and i not in skipped]
         progress.phase("optimizing memory vectors", len(windows))

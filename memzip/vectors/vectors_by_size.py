@@ -3,7 +3,7 @@
 Under probability coding a memory vector need not force greedy decoding: it pays when it makes its
 row's tokens more probable by more bits than its code costs. Here every row (the level's rows, as
 without vectors) gets one vector optimized with the model frozen for the smallest cross-entropy of its
-tokens under the float model (memzip/optimizer.py ``optimize_for_size``: straight-through quantization,
+tokens under the float model (memzip/vectors/optimizer.py ``optimize_for_size``: straight-through quantization,
 so every forward sees the vector the decoder rebuilds), on the row's first TRAIN_TOKENS tokens (a
 vector at the start of a row acts most on the tokens near it, and a step over a 4,096-token row costs
 ~8x one over 512 on a CPU); the whole rows' tokens are then coded given their
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 
-from ..codes import VectorCode
-from ..decoder import code_windows
+from ..encoder import code_windows
 from ..format.vectors import VectorSpec
-from ..optimizer import optimize_for_size
-from . import Job, Outcome, Stored
-from .model_coded import ModelCoded
+from ..strategies import Job, Outcome, Stored
+from ..strategies.model_coded import ModelCoded
+from .codes import VectorCode
+from .optimizer import optimize_for_size
 
 
 TRAIN_TOKENS = 512

@@ -24,7 +24,7 @@ import hashlib
 
 import torch
 
-from .format.vectors import SCALE_BYTES, VectorSpec
+from ..format.vectors import SCALE_BYTES, VectorSpec
 
 BASIS_BITS = 24  # the mean and basis are stored on a grid of 2**-24: rebuilding is then exact integer work
 _BASES: dict = {}  # model fingerprint -> (mean, basis) as integers on the grid, float64 [d] and [hidden, d]
@@ -149,3 +149,9 @@ class VectorCode:
 def header_field(spec: VectorSpec, lm) -> dict:
     """The container's ``vectors`` field for ``spec`` on model ``lm`` (compact codes name their basis)."""
     return spec.header(basis_digest(lm, spec.rank) if spec.code == "compact" else None)
+
+
+def stored_vectors(c, lm) -> torch.Tensor | None:
+    """The memory vectors [windows, hidden] a container's codes (``c``, a memzip.format.container.Container)
+    stand for under ``lm`` (None for the code ``none``)."""
+    return VectorCode(c.vector_spec, lm).rebuild(c.codes)

@@ -1,0 +1,68 @@
+"""Coding windows on the exact engine, all at once: what the compressor stores.
+
+Every window is one row (memzip/rows.py) evaluated with all its positions at once, in batches of rows;
+at each position the engine's integer token distribution gives the token its interval
+(``Engine.intervals``), and the window's intervals are arithmetic-coded into its token stream
+(memzip/format/tokencoder.py). The decompressor (memzip/decoder.py) regenerates the same windows one
+token at a time; the engine's logits are the same bits either way, in any batch of rows, with any
+thread count, on any machine (memzip.engine), so the distributions coded with are exactly those
+decoded with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import rows
+from .format import tokencoder
+
+
+def evaluate_windows(lm, windows, vectors, on_progress, per_batch):
+    """Evaluate whole windows all at once, in batches; ``per_batch(batch, hidden, positions, targets)``
+    gets, for the windows ``batch``, the flat positions predicting each of their tokens (in order) and
+    those tokens. ``on_progress(tokens_done)`` follows each batch. Returns the windows as lists."""
+    windows = [list(w) for w in windows]
+    rows.check_vectors(lm, vectors, len(windows))
+    if any(not w for w in windows):
+        raise ValueError("windows hold at least one token")
+    engine, offset = lm.engine, rows.positions_before(vectors)
+    done = 0
+    for batch in rows.prefill_batches([len(w) + offset for w in windows]):
+        feed = torch.zeros((len(batch), max(len(windows[i]) for i in batch) - 1), dtype=torch.long)
+        for r, i in enumerate(batch):  # every token but the last is an input (shorter rows padded)
+            feed[r, : len(windows[i]) - 1] = torch.tensor(windows[i][:-1], dtype=torch.long)
+        x = torch.cat([rows.row_starts(lm, vectors, batch), engine.embed(feed)], 1)
+        hidden = engine.forward(x, engine.new_cache(len(batch), x.shape[1]))
+        # the logits at position offset - 1 + k predict token k of the row
+        positions, targets = [], []
+        for r, i in enumerate(batch):
+            positions += range(r * x.shape[1] + offset - 1, r * x.shape[1] + offset - 1 + len(windows[i]))
+            targets += windows[i]
+        per_batch(batch, hidden, torch.tensor(positions), torch.tensor(targets))
+        done += sum(len(windows[i]) for i in batch)
+        if on_progress is not None:
+            on_progress(done)
+    return windows
+
+
+def code_windows(lm, windows, vectors=None, on_progress=None):
+    """Every window's token stream and its size in bits (-log2 of each token's probability, summed):
+    the model's distribution at each position, from one all-at-once evaluation per batch of windows.
+    Returns (streams, bits), one per window."""
+    intervals: dict[int, list] = {}
+    bits: dict[int, float] = {}
+    engine = lm.engine
+
+    def per_batch(batch, hidden, positions, targets):
+        found = engine.intervals(hidden, positions, targets)
+        pos = 0
+        for i in batch:
+            n = len(windows[i])
+            intervals[i] = found[pos : pos + n]
+            bits[i] = sum(math.log2(t / (h - lo)) for lo, h, t in intervals[i])
+            pos += n
+
+    windows = evaluate_windows(lm, windows, vectors, on_progress, per_batch)
+    return [tokencoder.encode(intervals[i]) for i in range(len(windows))], [bits[i] for i in range(len(windows))]
