@@ -299,9 +299,10 @@ def gguf_token_bytes(reader) -> list[bytes]:
 def save(path, weights: EngineWeights, token_bytes: list[bytes]) -> None:
     """Write engine weights and the detokenizer table as one safetensors file (atomically)."""
     import os
-    import tempfile
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialize
+
+    from ..files import write_atomically
 
     blob = b"".join(token_bytes)
     lengths = torch.tensor([len(b) for b in token_bytes], dtype=torch.int64)
@@ -309,17 +310,8 @@ def save(path, weights: EngineWeights, token_bytes: list[bytes]) -> None:
                "token_bytes": torch.frombuffer(bytearray(blob), dtype=torch.uint8) if blob else torch.zeros(0, dtype=torch.uint8),
                "token_lengths": lengths}
     meta = {"engine_version": ENGINE_VERSION, "config": json.dumps(asdict(weights.config)), "fingerprint": weights.fingerprint}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".engine.", dir=directory)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, serialize(tensors, metadata=meta), force=True)
 
 
 def load(path) -> tuple[EngineWeights, list[bytes]] | None:

@@ -9,6 +9,7 @@
 #include "engine.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #if defined(__x86_64__)
@@ -24,7 +25,8 @@
 #define LEAVE_FP() ((void)0)
 #endif
 
-#define SPINS 200000 /* pause loops before a worker sleeps (~1-5 ms) */
+#define SPINS 2000    /* pause loops before a waiting worker starts yielding its core */
+#define YIELDS 20000 /* yields before it sleeps (a few ms when the machine is idle) */
 
 static pthread_mutex_t run_lock = PTHREAD_MUTEX_INITIALIZER; /* one phase at a time per process */
 static pthread_mutex_t sleep_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -49,6 +51,10 @@ static void *worker(void *arg) {
         while ((now = atomic_load_explicit(&generation, memory_order_acquire)) == seen) {
             if (++spins < SPINS) {
                 PAUSE();
+                continue;
+            }
+            if (spins < SPINS + YIELDS) {
+                sched_yield();
                 continue;
             }
             pthread_mutex_lock(&sleep_lock);
@@ -113,8 +119,12 @@ void pool_run(task_fn fn, void *ctx) {
     pthread_mutex_unlock(&sleep_lock);
     fn(ctx, 0, n);
     LEAVE_FP();
-    /* every started worker reports, also those with no share (id >= n) */
-    while (atomic_load_explicit(&finished, memory_order_acquire) < started) PAUSE();
+    /* every started worker reports, also those with no share (id >= n); on a busy machine a worker may
+     * be waiting for a core: yield it ours rather than spin */
+    for (int spins = 0; atomic_load_explicit(&finished, memory_order_acquire) < started; spins++) {
+        if (spins < 2000) PAUSE();
+        else sched_yield();
+    }
     pthread_mutex_unlock(&run_lock);
 }
 
