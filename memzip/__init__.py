@@ -6,7 +6,7 @@ The public API (``compress``, ``decompress``, the settings and errors) is import
 reading a container or printing help does not load torch.
 """
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 __all__ = ["compress", "compress_with_report", "decompress", "CompressSettings", "CompressReport", "OptimizerSettings",
            "MemzipError"]

@@ -32,18 +32,18 @@ TINY_SETTINGS = {
                              objective="size"),
 }
 TINY_GOLDEN = {
-    ("default", "prose"): "0e46b5bfb49107e7c53f970340a672c4e4dac1b04b488624845d7b8c909cc5c5",
-    ("default", "mixed"): "abdb9ecc640a5b68235bfc9c8ef77452225fcbdee9faafe3de18d0ce2141d116",
-    ("default", "long"): "bab713a54dc42a015dc909daa780d97070acf44df03accec34395a4841845b45",
-    ("level1", "prose"): "5a14e4765598868e06ae860da5782864a76f7e1e366c17fdfef2b4e17ad9809a",
-    ("level1", "mixed"): "1ad69d7d37a37e191601e4dcaa165d73e556068fd7206884ee3cc8532740387d",
-    ("level1", "long"): "f8fe470a82970bd04bd0a49ad49d5194b5cb012b9c9f16f9bad3a5dc70f99621",
-    ("always", "prose"): "6d5057961dc966374f48d6fe2fc37555d22e9a48ee83289761ef1fb9e8cd7227",
-    ("always", "mixed"): "2849df380b779b10a20101341ee2639fe84473e33492d101c177012bb889c443",
-    ("always", "long"): "969a2f5b439d66411e2576a6aa3cc76969dcdf67f0942bea5eac801914439295",
-    ("vectors", "prose"): "8285724e1b55f7b28275370e6c587a6f68e1c587b52d57f663c773dd88eee82e",
+    ("default", "prose"): "3f54d7b54fe63fee46f19834c14605aafdd0020df3f158bb5b3463c8e1497641",
+    ("default", "mixed"): "0c39c6efe9272c461c9ca0ddf1dfa0975b8af97557e2a5fbe315862feaf00f93",
+    ("default", "long"): "14994a13f588ae6c0e4297c6c3521512bc49bc917c122590bc1daaeade260885",
+    ("level1", "prose"): "f7db924130803531e806769126cc4566e31003aef717acc6eaa435c13f9147b1",
+    ("level1", "mixed"): "5fd13495eb5a6020da7b6bae7a17f6f05026c4d5fc3e75e2c1ccfc21e188bbbe",
+    ("level1", "long"): "e30fcf054c43d6b98bf0bc4ba6a2c8aa769a970ba57a2b7e17d8654345ba6c12",
+    ("always", "prose"): "20bed74c22f17d5010c51061814761e2d731ee8b2213b44415889b3ea9d81fac",
+    ("always", "mixed"): "1157f9abe749458e5a7b248e03e6098ffdd20e8518b6a8c690311f905824120c",
+    ("always", "long"): "453d6493c8272f91379e6ac000903289bf4dc1bd162cc1bebc92dff9d336269e",
+    ("vectors", "prose"): "c0fa6b78c4918a7652c0a17734e1e702f1753c9d406b6b56e33d1a02466a253d",
     # vectors chosen for size do not pay on the tiny model: the file is the default one
-    ("size", "prose"): "0e46b5bfb49107e7c53f970340a672c4e4dac1b04b488624845d7b8c909cc5c5",
+    ("size", "prose"): "3f54d7b54fe63fee46f19834c14605aafdd0020df3f158bb5b3463c8e1497641",
 }
 
 REAL_INPUTS = {
