@@ -78,27 +78,32 @@ float round_even_f(float x);
 
 /* ---- the KV cache of one (layer, row, kv head) --------------------------------------------------- */
 typedef struct {
-    int8_t *k;      /* [cap16 / 16][d / 4][16][4]: keys in blocks of 16 positions */
-    int32_t *ksum;  /* [cap16]: sum of each key's codes */
-    float *ks;      /* [cap16]: key scales */
-    int8_t *v;      /* [cap4 / 4][d][4]: values in groups of 4 positions */
-    float *vs;      /* [cap16]: value scales */
+    int8_t *k;      /* [cap64 / 16][d / 4][16][4]: keys in blocks of 16 positions (cap64: capacity rounded up to 64) */
+    int32_t *ksum;  /* [cap64]: sum of each key's codes */
+    float *ks;      /* [cap64]: key scales */
+    int8_t *v;      /* [cap64 / 4][d][4]: values in groups of 4 positions */
+    float *vs;      /* [cap64]: value scales */
 } HeadCache;
 
 void cache_put(const HeadCache *c, int d, int pos, const int8_t *k8, float ks, const int8_t *v8, float vs);
 
-/* Attention of G query heads (one kv head) at one position over keys 0..visible-1. q: G x d int8,
- * cq[h] = the head's gap factor (float32); out: G rows of d float64 at stride ostride. work: scratch of
- * attention_work(visible, G) bytes, 64-byte aligned. */
-size_t attention_work(int visible, int G);
-void attention(const HeadCache *c, int d, int visible, int G, const int8_t *q, const float *cq, const int32_t *table,
-               double *out, int ostride, void *work);
-void attention_baseline(const HeadCache *c, int d, int visible, int G, const int8_t *q, const float *cq,
-                        const int32_t *table, double *out, int ostride, void *work);
-void attention_avx2(const HeadCache *c, int d, int visible, int G, const int8_t *q, const float *cq,
-                    const int32_t *table, double *out, int ostride, void *work);
-void attention_avx512(const HeadCache *c, int d, int visible, int G, const int8_t *q, const float *cq,
-                      const int32_t *table, double *out, int ostride, void *work);
+/* Attention of query rows that share one kv head's cache: row r has int8 query q (d values), gap
+ * factor cq, sees keys 0..visible-1, and writes d float64 to out. At most ATT_ROWS rows per call.
+ * work: attention_work(longest visible, rows) bytes, 64-byte aligned. */
+#define ATT_ROWS 8
+typedef struct {
+    const int8_t *q;
+    float cq;
+    int visible;
+    double *out;
+} QueryRow;
+
+size_t attention_work(int visible, int rows);
+void attention(const HeadCache *c, int d, int R, const QueryRow *rows, const int32_t *table, void *work);
+void attention_baseline(const HeadCache *c, int d, int R, const QueryRow *rows, const int32_t *table, void *work);
+void attention_avx2(const HeadCache *c, int d, int R, const QueryRow *rows, const int32_t *table, void *work);
+void attention_avx512(const HeadCache *c, int d, int R, const QueryRow *rows, const int32_t *table, void *work);
+void attention_amx(const HeadCache *c, int d, int R, const QueryRow *rows, const int32_t *table, void *work);
 
 /* ---- the token distribution of one position ---------------------------------------------------- */
 /* From logits l[vocab] (overwritten): e_j (int64) and its sum; then F_j = 1 + e_j * spare / sum */

@@ -40,7 +40,7 @@ int scratch_reserve(Model *M, int m) {
                         + (size_t)2 * (m <= COLUMN_MODE_ROWS ? m : 0) * wide /* own activations */
                         + (size_t)(m <= COLUMN_MODE_ROWS ? m : rows) * c->ffn * sizeof(double) /* mid */
                         + (size_t)c->width * sizeof(double)                 /* norm temp */
-                        + attention_work(c->capacity_max, c->heads / c->kv_heads) + 4 * 64;
+                        + attention_work(c->capacity_max, ATT_ROWS) + 4 * 64;
     for (int t = 0; t < T; t++) ok &= grow(&s->thread[t], &s->thread_size[t], per_thread) != 0;
     s->per_thread = per_thread;
     return ok;
@@ -145,18 +145,18 @@ static void product_task(void *ctx, int t, int T) {
 static HeadCache head_cache(const Cache *cache, int layer, int row, int g) {
     const Config *c = &cache->config;
     size_t index = ((size_t)layer * cache->rows + row) * c->kv_heads + g;
-    size_t cap16 = (size_t)cache->cap16, d = (size_t)c->head_dim;
+    size_t cap64 = (size_t)cache->cap64, d = (size_t)c->head_dim;
     char *base = cache->memory + index * cache->head_bytes;
     HeadCache h;
     h.k = (int8_t *)base;
-    h.v = (int8_t *)(base + cap16 * d);
-    h.ksum = (int32_t *)(base + 2 * cap16 * d);
-    h.ks = (float *)(base + 2 * cap16 * d + 4 * cap16);
-    h.vs = (float *)(base + 2 * cap16 * d + 8 * cap16);
+    h.v = (int8_t *)(base + cap64 * d);
+    h.ksum = (int32_t *)(base + 2 * cap64 * d);
+    h.ks = (float *)(base + 2 * cap64 * d + 4 * cap64);
+    h.vs = (float *)(base + 2 * cap64 * d + 8 * cap64);
     return h;
 }
 
-size_t cache_head_bytes(int cap16, int d) { return (size_t)cap16 * (2 * (size_t)d + 12); }
+size_t cache_head_bytes(int cap64, int d) { return (size_t)cap64 * (2 * (size_t)d + 12); }
 
 /* RoPE, int8 q/k/v per head, k and v into the cache at their positions */
 static void rotate_task(void *ctx, int t, int T) {
@@ -186,34 +186,53 @@ static void rotate_task(void *ctx, int t, int T) {
     }
 }
 
-/* items (row, kv head, position) weighed by the keys they attend to, split evenly */
+/* Items: (row, kv head, a block of consecutive positions), each the query rows of the kv head's G query
+ * heads at those positions (at most ATT_ROWS rows), weighed by the keys they read; the threads take
+ * consecutive items of about equal weight. */
+static long long item_cost(const Phase *P, int t0, int t1) { return (long long)(t1 - t0) * (P->start + t1); }
+
 static void attend_task(void *ctx, int t, int T) {
     Phase *P = (Phase *)ctx;
     Model *M = P->M;
     const Config *c = &M->config;
     int G = c->heads / c->kv_heads, d = c->head_dim;
+    int npos = ATT_ROWS / G > 0 ? ATT_ROWS / G : 1;
     int32_t *sums;
     uint8_t *own;
     double *mid, *tmp;
     void *work;
     thread_parts(M, t, P->m, &sums, &own, &mid, &tmp, &work);
-    long long items = (long long)P->rows * c->kv_heads * P->n;
-    /* cost of item (row, g, k): start + k + 1 keys; cumulative over k is closed-form */
-    long long per_row_g = (long long)P->n * P->start + (long long)P->n * (P->n + 1) / 2;
-    long long total = per_row_g * P->rows * c->kv_heads;
-    long long lo = total * t / T, hi = total * (t + 1) / T;
-    for (long long it = 0; it < items; it++) {
-        long long rg = it / P->n, k = it % P->n;
-        long long before = rg * per_row_g + k * P->start + k * (k + 1) / 2;
-        long long mine = before + P->start + k + 1;
-        /* an item belongs to the thread whose share holds its last unit of cost */
-        if (mine - 1 < lo || mine - 1 >= hi) continue;
-        int row = (int)(rg / c->kv_heads), g = (int)(rg % c->kv_heads), pos = P->start + (int)k;
-        size_t i = (size_t)row * P->n + k;
+    long long per_pair = 0; /* the weight of one (row, kv head): every block of positions */
+    for (int t0 = 0; t0 < P->n; t0 += npos) per_pair += item_cost(P, t0, t0 + npos < P->n ? t0 + npos : P->n);
+    long long total = per_pair * P->rows * c->kv_heads, lo = total * t / T, hi = total * (t + 1) / T;
+    long long before = 0;
+    for (int pair = 0; pair < P->rows * c->kv_heads; pair++) {
+        if (before + per_pair <= lo) { /* every item of this pair belongs to earlier threads */
+            before += per_pair;
+            continue;
+        }
+        if (before >= hi) break;
+        int row = pair / c->kv_heads, g = pair % c->kv_heads;
         HeadCache hc = head_cache(P->cache, P->layer, row, g);
-        attention(&hc, d, pos + 1, G, M->scratch.q8 + (i * c->heads + (size_t)g * G) * d,
-                  M->scratch.cq + i * c->heads + (size_t)g * G, M->att_table,
-                  M->scratch.o + i * c->heads * d + (size_t)g * G * d, d, work);
+        for (int t0 = 0; t0 < P->n; t0 += npos) {
+            int t1 = t0 + npos < P->n ? t0 + npos : P->n;
+            long long cost = item_cost(P, t0, t1);
+            long long last = before + cost - 1; /* an item belongs to the thread whose share holds its last unit */
+            before += cost;
+            if (last < lo || last >= hi) continue;
+            QueryRow q[ATT_ROWS];
+            int R = 0;
+            for (int k = t0; k < t1; k++) {
+                size_t i = (size_t)row * P->n + k;
+                for (int h = g * G; h < (g + 1) * G; h++, R++) {
+                    q[R].q = M->scratch.q8 + (i * c->heads + h) * d;
+                    q[R].cq = M->scratch.cq[i * c->heads + h];
+                    q[R].visible = P->start + k + 1;
+                    q[R].out = M->scratch.o + i * c->heads * d + (size_t)h * d;
+                }
+            }
+            attention(&hc, d, R, q, M->att_table, work);
+        }
     }
 }
 

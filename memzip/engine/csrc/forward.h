@@ -55,12 +55,12 @@ typedef struct {
 
 typedef struct {
     Config config;
-    int rows, capacity, cap16, length;
+    int rows, capacity, cap64, length;
     size_t head_bytes;
     char *memory; /* layers x rows x kv_heads head caches (forward.c: head_cache) */
 } Cache;
 
-size_t cache_head_bytes(int cap16, int d);
+size_t cache_head_bytes(int cap64, int d);
 int scratch_reserve(Model *M, int m);
 void scratch_free(Scratch *s);
 /* x: rows * n positions of hidden doubles (the residual stream, updated in place); final: 2m rows of

@@ -251,9 +251,9 @@ static PyObject *model_cache(ModelObject *self, PyObject *args) {
     cache->config = *c;
     cache->rows = rows;
     cache->capacity = capacity;
-    cache->cap16 = (capacity + 15) / 16 * 16;
+    cache->cap64 = (capacity + 63) / 64 * 64;
     cache->length = 0;
-    cache->head_bytes = cache_head_bytes(cache->cap16, c->head_dim);
+    cache->head_bytes = cache_head_bytes(cache->cap64, c->head_dim);
     size_t bytes = (size_t)c->layers * rows * c->kv_heads * cache->head_bytes;
     cache->memory = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!cache->memory) {
