@@ -28,6 +28,7 @@
 #endif
 
 #define GAP_MAX ((float)(ATT_POINTS - 1))
+#define PREFETCH_BLOCKS 8 /* key blocks of 16 positions read ahead by AMX attention */
 
 static inline int8_t key_at(const HeadCache *c, int d, int j, int i) {
     return c->k[(size_t)(j / 16) * 16 * d + (i / 4) * 64 + (j % 16) * 4 + i % 4];
@@ -306,6 +307,11 @@ AMX void attention_amx(const HeadCache *c, int d, int R, const QueryRow *rows, c
     amx_shape(R);
     /* dots: queries [R x 64 dims] x a key block [16 rows of (16 keys x 4 dims)], per 64 dims */
     for (int b = 0; b < blocks; b++) {
+        /* tile loads are not prefetched by the hardware as streams are: ask for blocks ahead */
+        if (b + PREFETCH_BLOCKS < blocks) {
+            const char *next = (const char *)(c->k + (size_t)(b + PREFETCH_BLOCKS) * 16 * d);
+            for (int line = 0; line < 16 * d; line += 64) _mm_prefetch(next + line, _MM_HINT_T0);
+        }
         _tile_zero(6);
         for (int dc = 0; dc < d; dc += 64) {
             _tile_loadd(7, W.uq + dc, d);
@@ -333,6 +339,10 @@ AMX void attention_amx(const HeadCache *c, int d, int R, const QueryRow *rows, c
         for (int k0 = 0; k0 < stride; k0 += 64) {
             _tile_loadd(4, W.w + k0, stride);
             const int8_t *vb = c->v + (size_t)(k0 / 4) * 4 * d + (size_t)d0 * 4;
+            if (k0 + 2 * 64 < stride) /* the same 16 groups of 4 keys, two chunks ahead */
+                for (int g = 0; g < 16; g++)
+                    for (int line = 0; line < 4 * tiles * 16; line += 64)
+                        _mm_prefetch((const char *)(vb + (size_t)(32 + g) * 4 * d + line), _MM_HINT_T0);
             for (int t = 0; t < tiles; t++) {
                 _tile_loadd(5, vb + 64 * t, 4 * d);
                 switch (t) { /* tile numbers are immediates */
