@@ -44,9 +44,9 @@ def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=N
                 tokens[:, step] = engine.greedy(hidden, last).cpu()
             else:
                 dist = engine.distributions(hidden, last[live])
-                for k, r in enumerate(live):
-                    total = dist.total(k)
-                    token, lo, hi = dist.find(k, decoders[r].target(total))
+                totals = [dist.total(k) for k in range(len(live))]
+                found = dist.find_many([decoders[r].target(total) for r, total in zip(live, totals)])
+                for r, total, (token, lo, hi) in zip(live, totals, found):
                     decoders[r].narrow(lo, hi, total)
                     intervals[r].append((lo, hi, total))
                     tokens[r, step] = token

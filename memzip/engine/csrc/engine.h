@@ -108,5 +108,8 @@ void attention_amx(const HeadCache *c, int d, int R, const QueryRow *rows, const
 /* ---- the token distribution of one position ---------------------------------------------------- */
 /* From logits l[vocab] (overwritten): e_j (int64) and its sum; then F_j = 1 + e_j * spare / sum */
 int64_t code_weights(double *l, int v, const double *table, const double *steps, int64_t *e);
+/* the same on a range of the vocabulary, given the row's top logit; and that top (an exact maximum) */
+int64_t code_round(const double *l, int v, double top, const double *table, const double *steps, int64_t *e);
+double max_of(const double *x, int n);
 
 #endif

@@ -130,9 +130,46 @@ static void frequencies_of(Head *H, int i, double *l, void *scratch) {
     H->total[i] = total;
 }
 
+/* Few positions (decoding): the threads split the vocabulary in three phases (logits and their
+ * maxima; weights e_j and their sums; frequencies), every reduction exact. */
+#define MAX_PARTS POOL_MAX_THREADS
 typedef struct {
     Head *H;
+    double top[HEAD_CHUNK];
+    int64_t part_sum[MAX_PARTS][HEAD_CHUNK], sum[HEAD_CHUNK];
 } Freq;
+
+static void weights_columns(void *ctx, int t, int T) {
+    Freq *F = (Freq *)ctx;
+    Head *H = F->H;
+    int v = H->M->config.vocab, j0, j1;
+    split_range(v, t, T, 16, &j0, &j1);
+    for (int i = 0; i < H->k; i++) {
+        double *l = H->logits + (size_t)i * v;
+        /* e_j (int64) overwrites logit j (8 bytes each): every thread reads only its own columns */
+        F->part_sum[t][i] = j0 < j1 ? code_round(l + j0, j1 - j0, F->top[i], H->M->code, H->M->code_steps,
+                                                 (int64_t *)(l + j0))
+                                    : 0;
+    }
+}
+
+static void frequencies_columns(void *ctx, int t, int T) {
+    Freq *F = (Freq *)ctx;
+    Head *H = F->H;
+    int v = H->M->config.vocab, j0, j1;
+    int64_t spare = SPARE(v);
+    split_range(v, t, T, 16, &j0, &j1);
+    for (int i = 0; i < H->k; i++) {
+        const int64_t *e = (const int64_t *)(H->logits + (size_t)i * v);
+        int32_t *f = H->freq + (size_t)i * v;
+        int64_t total = 0, sum = F->sum[i];
+        for (int j = j0; j < j1; j++) {
+            f[j] = (int32_t)(1 + e[j] * spare / sum); /* non-negative: the division floors */
+            total += f[j];
+        }
+        F->part_sum[t][i] = total;
+    }
+}
 
 static void frequencies_rows(void *ctx, int t, int T) {
     Head *H = ((Freq *)ctx)->H;
@@ -148,12 +185,33 @@ void head_frequencies(Model *M, const uint8_t *final, const double *factor, int 
                       int32_t *freq, int64_t *total) {
     int v = M->config.vocab;
     double *logits = aligned_alloc(64, ((size_t)k * v * sizeof(double) + 63) / 64 * 64);
-    if (!logits) return;
+    Freq *F = calloc(1, sizeof(Freq));
+    if (!logits || !F) {
+        free(logits);
+        free(F);
+        return;
+    }
     Head H = {M, final, factor, m, k, pos, logits, freq, total};
+    F->H = &H;
     run_logits(&H, NULL, 0);
-    Freq F = {&H};
-    pool_run(frequencies_rows, &F);
+    int T = pool_threads();
+    if (k <= HEAD_CHUNK && T > 1) {
+        for (int i = 0; i < k; i++) F->top[i] = max_of(logits + (size_t)i * v, v);
+        pool_run(weights_columns, F);
+        for (int i = 0; i < k; i++) {
+            F->sum[i] = 0;
+            for (int t = 0; t < T; t++) F->sum[i] += F->part_sum[t][i];
+        }
+        pool_run(frequencies_columns, F);
+        for (int i = 0; i < k; i++) {
+            total[i] = 0;
+            for (int t = 0; t < T; t++) total[i] += F->part_sum[t][i];
+        }
+    } else {
+        pool_run(frequencies_rows, F);
+    }
     free(logits);
+    free(F);
 }
 
 static void interval_of(Head *H, int i, double *l, void *scratch) {

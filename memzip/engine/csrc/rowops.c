@@ -214,7 +214,7 @@ static inline double from_key(uint64_t k) {
     return x;
 }
 
-CLONES static double max_of(const double *u, int n) {
+CLONES double max_of(const double *u, int n) {
     uint64_t best = 0;
     for (int j = 0; j < n; j++) {
         uint64_t k = order_key(u[j]);
@@ -223,8 +223,7 @@ CLONES static double max_of(const double *u, int n) {
     return from_key(best);
 }
 
-CLONES static int64_t code_round(const double *l, int v, double top, const double *table, const double *steps,
-                                 int64_t *e) {
+CLONES int64_t code_round(const double *l, int v, double top, const double *table, const double *steps, int64_t *e) {
     int64_t total = 0;
     for (int j = 0; j < v; j++) {
         double g = (top - l[j]) * CODE_STEP;
