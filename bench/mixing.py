@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="model (default: packaged SmolLM2-135M-Instruct)")
     args = p.parse_args(argv)
 
-    from memzip.settings import DEFAULT_LEVEL, default_window
+    from memzip.settings import DEFAULT_LEVEL, row_plan
     from memzip.model import load_model
     from memzip.windows import segment
 
@@ -137,8 +137,8 @@ def main(argv=None) -> int:
     for name in args.files:
         data = open(name, "rb").read()
         tokens = len(lm.tokenizer(data.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"])
-        window = default_window(True, tokens, level)
-        windows = [list(s.tokens) for s in segment(data, lm.tokenizer, lm.token_bytes, window) if s.is_window]
+        window, context = row_plan(tokens, level)  # the level's rows (the model alone: no shared context)
+        windows = [list(s.tokens) for s in segment(data, lm.tokenizer, lm.token_bytes, window - context) if s.is_window]
         bits = measure(lm, windows)
         base = bits["model"]
         cells = [f"{base / 8 / len(data):8.4f}"] + [f"{b / 8 / len(data):.4f} ({(b - base) / base * 100:+.2f}%)"

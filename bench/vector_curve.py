@@ -91,10 +91,11 @@ def run(lm, name: str, data: bytes, lengths: list[int], specs: list[VectorSpec],
 
 
 def file_rows(tokens: list[int]) -> list[list[int]]:
-    """The tokens cut into the default level's rows."""
-    from memzip.settings import default_window
+    """The tokens cut into rows of the default level's row length (no shared context)."""
+    from memzip.settings import row_plan
 
-    window = default_window(True, len(tokens))
+    window, context = row_plan(len(tokens))
+    window -= context
     return [tokens[i : i + window] for i in range(0, len(tokens), window)]
 
 

@@ -50,8 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
     from .format.vectors import CODES, VectorSpec
-    from .settings import (DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_ROWS, OBJECTIVES, PRECISIONS, SIZE_STEPS, STORE_POLICIES,
-                           OptimizerSettings)
+    from .settings import (DEFAULT_LEVEL, DEFAULT_WINDOW, LEVEL_CONTEXT, LEVEL_ROWS, OBJECTIVES, PRECISIONS, SIZE_STEPS,
+                           SPLIT_TOKENS, STORE_POLICIES, OptimizerSettings)
 
     d, v = OptimizerSettings(), VectorSpec()
     levels = ", ".join(f"-{k} {n}" for k, n in LEVEL_ROWS.items())
@@ -60,10 +60,14 @@ def _parser() -> argparse.ArgumentParser:
                        help=argparse.SUPPRESS if k not in (1, 9) else
                        ("fastest: many short rows decoded in parallel" if k == 1 else "smallest: the longest rows"))
     c.add_argument("--window", type=int, default=None,
-                   help=f"tokens per window (default: {DEFAULT_WINDOW} with memory vectors; without, the level's longest "
-                   f"row, {levels} tokens, default -{DEFAULT_LEVEL}; a file is split into rows of equal length, "
-                   "each decoded as one sequence: longer rows give more context, more rows decode faster; "
-                   "below -9 files of over 768 tokens get at least two rows)")
+                   help=f"tokens of the first window (default: {DEFAULT_WINDOW} with memory vectors; without, from the "
+                   f"level: rows of up to {levels} tokens, default -{DEFAULT_LEVEL}; each row is decoded as one "
+                   f"sequence, all rows together: longer rows give more context, more rows decode faster; below -9 "
+                   f"files of over {SPLIT_TOKENS} tokens get at least two rows)")
+    c.add_argument("--context", type=int, default=None,
+                   help="tokens of the first row that every later row starts after (the shared context, decoded "
+                   "first; default: the level's, " + ", ".join(f"-{k} {n}" for k, n in LEVEL_CONTEXT.items()) +
+                   "; with --window, 0); later rows hold window - context tokens")
     c.add_argument("--steps", type=int, default=None,
                    help=f"optimizer step budget per window (default {d.steps}; {SIZE_STEPS} with --objective size)")
     c.add_argument("--batch", type=int, default=d.batch, help=f"windows optimized together (default {d.batch})")
@@ -175,7 +179,7 @@ def _settings(args):
     try:
         steps = args.steps if args.steps is not None else default_steps(args.objective)
         opt = OptimizerSettings(steps=steps, lr=args.lr, batch=args.batch, margin=args.margin, precision=args.precision)
-        return CompressSettings(window=args.window, optimizer=opt, vectors=vector_spec(args.vectors, args.rank, args.bits),
+        return CompressSettings(window=args.window, context=args.context, optimizer=opt, vectors=vector_spec(args.vectors, args.rank, args.bits),
                                 store=args.store, verify=args.verify, level=args.level, objective=args.objective)
     except SettingsError as exc:
         raise UsageError(f"--{exc}") from None  # each message starts with the setting's name: its option
@@ -313,7 +317,8 @@ def _info(path: str) -> None:
         f"original:        {h['original_size']} bytes (checksum: SHA-256 begins {c.checksum.hex()})",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
-        f"windows:         {c.window_count} of up to {h['window']} tokens, "
+        f"windows:         {c.window_count} of up to {h['window']} tokens"
+        + (f" (later ones after the first's first {h['context']}), " if h["context"] else ", ")
         + ("stored as vectors (their tokens coded given them)" if vectors else "tokens coded with the model's probabilities"),
         f"raw bytes:       {raw_bytes} in {sum(k == container.KIND_RAW for k, _ in c.segments)} spans "
         f"(zstd: {c.sizes['fallback']} B)",

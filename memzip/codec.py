@@ -33,7 +33,7 @@ from .format.container import KIND_RAW, KIND_WINDOW, Container
 from .format.vectors import VectorSpec
 from .model import LanguageModel, load_model
 from .progress import Progress
-from .settings import CompressSettings, default_window
+from .settings import DEFAULT_WINDOW, CompressSettings, row_plan
 from .strategies import Job, Outcome, Stored, percentile
 from .windows import Segment, Tokenized, tokenize
 
@@ -74,20 +74,24 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
     header and the journal record them): the window length, from the input's tokens (``tokenized``,
     ``data`` tokenized by ``lm``, is made here if needed and not given), and for memory vectors what the
     optimizer's "auto" precision means on ``lm``'s device."""
-    window = settings.window
+    window, context = settings.window, settings.context
     if window is None and not settings.rows_by_level:
-        window = default_window(False, 0)
+        window, context = DEFAULT_WINDOW, 0
     elif window is None:
         tokenized = tokenized if tokenized is not None else tokenize(data, lm.tokenizer)
-        window = default_window(True, _tokens_for_rows(tokenized, lm), settings.level)
-    if not 1 <= window <= container.MAX_WINDOW_TOKENS:
-        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens")
+        window, planned = row_plan(_tokens_for_rows(tokenized, lm), settings.level)
+        # the rows' own length stays the plan's; a context other than the level's lengthens the first
+        wanted = planned if context is None and settings.vectors.code == "none" else context or 0
+        window, context = window - planned + wanted, wanted
+    context = context or 0
+    if not 1 <= window <= container.MAX_WINDOW_TOKENS or context >= window:
+        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens, more than the context")
     optimizer = settings.optimizer
     if settings.vectors.code != "none":
         from .vectors.optimizer import resolved
 
         optimizer = resolved(optimizer, lm.device)
-    return replace(settings, window=window, optimizer=optimizer)
+    return replace(settings, window=window, context=context, optimizer=optimizer)
 
 
 def _tokens_for_rows(tokenized: Tokenized, lm: LanguageModel) -> int:
@@ -119,10 +123,17 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
     lm = _model(model, progress)
     tokenized = tokenize(data, lm.tokenizer)
     settings = resolved_settings(data, lm, settings, tokenized)
-    segments = tokenized.segments(lm.token_bytes, settings.window)
-    job = Job(data, [s for s in segments if s.is_window], settings, lm, progress, journal_path)
+    segments = tokenized.segments(lm.token_bytes, settings.window, settings.window - settings.context)
+    windows = [s for s in segments if s.is_window]
+    context = min(settings.context, len(windows[0].tokens)) if len(windows) > 1 else 0
+    job = Job(data, windows, settings, lm, progress, journal_path, context)
     strategy = strategies.for_settings(settings)
     outcome = strategy.store(job)
+    if job.context and outcome.stored and 0 not in outcome.stored:
+        # the window holding the shared context is stored raw, so a decoder would not have its tokens:
+        # code the windows again without a shared context
+        job = replace(job, context=0)
+        outcome = strategy.store(job)
     checksum = container.original_checksum(data)
     best = None
     for candidate in (outcome, outcome.alternative):
@@ -136,6 +147,7 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
             "prefix_id": lm.prefix_id,
             "hidden_size": lm.hidden_size,
             "window": settings.window,
+            "context": job.context if candidate.stored and candidate.spec.code == "none" else 0,
             "vectors": _vectors_field(candidate.spec, lm),
             "original_size": len(data),
             "settings": strategy.header_settings(job, candidate),
@@ -145,8 +157,9 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
         if best is None or len(built.blob) < len(best.blob):
             best = built
     if settings.store == "smaller" and best.stored:  # the whole file raw, if that is smaller after all
-        raw = _build(best.header, segments, {}, checksum)
-        raw_file = _File(best.header, {}, best.outcome, container.write(raw, packed_fallback=job.zstd_frame))
+        header = {**best.header, "context": 0}
+        raw = _build(header, segments, {}, checksum)
+        raw_file = _File(header, {}, best.outcome, container.write(raw, packed_fallback=job.zstd_frame))
         if len(raw_file.blob) < len(best.blob):
             best = raw_file
     c = _checked(best, job.windows, data, lm.token_bytes)
@@ -274,7 +287,8 @@ def decompress_container(c: Container, model: LanguageModel | str | None = None,
         lengths = c.window_lengths
         progress.phase("decoding", sum(lengths))
         try:
-            tokens = decode_windows(lm, lengths, c.streams, _stored_vectors(c, lm), progress.update)
+            tokens = decode_windows(lm, lengths, c.streams, _stored_vectors(c, lm), progress.update,
+                                    context=c.header["context"])
         except ValueError as exc:  # a stream that is not exactly what the encoder writes
             raise ContainerError(str(exc)) from None
         progress.done()

@@ -15,48 +15,82 @@ from . import rows
 from .format import tokencoder
 
 
-def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=None) -> list[list[int]]:
+def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=None, context: int = 0) -> list[list[int]]:
     """Regenerate windows of ``lengths[i]`` tokens from their token ``streams`` (one per window; None:
     greedy decoding, the top token at every step) and memory ``vectors`` (None: none), one token per
-    step. ``on_step(tokens_done)`` follows each step. A stream that is not exactly what the encoder
-    writes for the tokens it decodes to raises ValueError."""
+    step. With a shared ``context`` (tokens), every window but the first is decoded after the first
+    window's first ``context`` tokens: the first window decodes those alone, then its cache becomes every
+    row's start (Engine.fork_cache). ``on_step(tokens_done)`` follows each step. A stream that is not
+    exactly what the encoder writes for the tokens it decodes to raises ValueError."""
     lengths = list(lengths)
     if streams is not None and len(streams) != len(lengths):
         raise ValueError("one token stream per window is required")
     if any(n < 1 for n in lengths):
         raise ValueError("windows hold at least one token")
+    if context and (vectors is not None or not lengths or context > lengths[0]):
+        raise ValueError("a shared context is the start of the first window, without memory vectors")
     rows.check_vectors(lm, vectors, len(lengths))
     engine, offset = lm.engine, rows.positions_before(vectors)
-    out: list = [None] * len(lengths)
-    done_before = 0
-    for batch in rows.decoding_batches(lengths):
-        steps = max(lengths[i] for i in batch)
-        cache = engine.new_cache(len(batch), offset + steps - 1)
-        x = rows.row_starts(lm, vectors, batch)
-        decoders = [tokencoder.Decoder(streams[i]) for i in batch] if streams is not None else None
-        intervals: list[list] = [[] for _ in batch]
-        tokens = torch.zeros((len(batch), steps), dtype=torch.long)
-        for step in range(steps):
+    coders = [tokencoder.Decoder(s) for s in streams] if streams is not None else None
+    intervals: list[list] = [[] for _ in lengths]
+    decoded: list[list[int]] = [[] for _ in lengths]
+    done = 0
+
+    def step(batch: list[int], live: list[int], hidden, last: torch.Tensor) -> list[int]:
+        """Decode one token for each row ``r`` in ``live`` (positions ``last[r]``); returns batch-wide
+        next tokens (0 where a row is done)."""
+        nonlocal done
+        nxt = [0] * len(batch)
+        if coders is None:
+            top = engine.greedy(hidden, last[live]).tolist()
+            for r, token in zip(live, top):
+                decoded[batch[r]].append(token)
+                nxt[r] = token
+        else:
+            dist = engine.distributions(hidden, last[live])
+            totals = [dist.total(k) for k in range(len(live))]
+            found = dist.find_many([coders[batch[r]].target(total) for r, total in zip(live, totals)])
+            for r, total, (token, lo, hi) in zip(live, totals, found):
+                coders[batch[r]].narrow(lo, hi, total)
+                intervals[batch[r]].append((lo, hi, total))
+                decoded[batch[r]].append(token)
+                nxt[r] = token
+        done += len(live)
+        if on_step is not None:
+            on_step(done)
+        return nxt
+
+    for batch in rows.decoding_batches([n + context for n in lengths]):
+        if context:
+            # one row holding [prefix, context[:-1]]; its last context token is every row's next input
+            shared = engine.new_cache(1, context)
+            if batch[0] == 0:  # the first window decodes the context itself
+                x = rows.row_starts(lm, None, [0])
+                for _ in range(context):
+                    token = step([0], [0], engine.forward(x, shared), torch.tensor([0]))[0]
+                    x = engine.embed(torch.tensor([[token]]))
+                shared_last = x
+            else:
+                ctx = decoded[0][:context]
+                x = torch.cat([rows.row_starts(lm, None, [0]), engine.embed(torch.tensor([ctx[:-1]]))], 1)
+                engine.forward(x, shared)
+                shared_last = engine.embed(torch.tensor([[ctx[-1]]]))
+        remaining = [lengths[i] - (len(decoded[i]) if i == 0 else 0) for i in batch]
+        steps = max(remaining)
+        if context:
+            cache = engine.fork_cache(shared, 0, len(batch), context + steps)
+            x = shared_last.expand(len(batch), 1, -1).contiguous()
+        else:
+            cache = engine.new_cache(len(batch), offset + steps - 1)
+            x = rows.row_starts(lm, vectors, batch)
+        for k in range(steps):
             hidden = engine.forward(x, cache)
             last = torch.arange(len(batch)) * x.shape[1] + x.shape[1] - 1
-            live = [r for r, i in enumerate(batch) if step < lengths[i]]
-            if decoders is None:
-                tokens[:, step] = engine.greedy(hidden, last).cpu()
-            else:
-                dist = engine.distributions(hidden, last[live])
-                totals = [dist.total(k) for k in range(len(live))]
-                found = dist.find_many([decoders[r].target(total) for r, total in zip(live, totals)])
-                for r, total, (token, lo, hi) in zip(live, totals, found):
-                    decoders[r].narrow(lo, hi, total)
-                    intervals[r].append((lo, hi, total))
-                    tokens[r, step] = token
-            if on_step is not None:
-                on_step(done_before + sum(min(step + 1, lengths[i]) for i in batch))
-            if step + 1 < steps:
-                x = engine.embed(tokens[:, step : step + 1])
-        for r, i in enumerate(batch):
-            if decoders is not None and tokencoder.encode(intervals[r]) != streams[i]:
-                raise ValueError(f"token stream of window {i} is not what the encoder writes for what it decodes to (corrupt)")
-            out[i] = tokens[r, : lengths[i]].tolist()
-        done_before += sum(lengths[i] for i in batch)
-    return out
+            live = [r for r in range(len(batch)) if k < remaining[r]]
+            nxt = step(batch, live, hidden, last)
+            if k + 1 < steps:
+                x = engine.embed(torch.tensor(nxt).reshape(-1, 1))
+    for i in range(len(lengths)):
+        if coders is not None and tokencoder.encode(intervals[i]) != streams[i]:
+            raise ValueError(f"token stream of window {i} is not what the encoder writes for what it decodes to (corrupt)")
+    return decoded

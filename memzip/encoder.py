@@ -19,26 +19,31 @@ from . import rows
 from .format import tokencoder
 
 
-def evaluate_windows(lm, windows, vectors, on_progress, per_batch):
+def evaluate_windows(lm, windows, vectors, on_progress, per_batch, context=()):
     """Evaluate whole windows all at once, in batches; ``per_batch(batch, hidden, positions, targets)``
     gets, for the windows ``batch``, the flat positions predicting each of their tokens (in order) and
-    those tokens. ``on_progress(tokens_done)`` follows each batch. Returns the windows as lists."""
+    those tokens. Every window but the first is evaluated after the ``context`` tokens (the file's
+    shared context: rows.context_of). ``on_progress(tokens_done)`` follows each batch. Returns the
+    windows as lists."""
     windows = [list(w) for w in windows]
     rows.check_vectors(lm, vectors, len(windows))
     if any(not w for w in windows):
         raise ValueError("windows hold at least one token")
     engine, offset = lm.engine, rows.positions_before(vectors)
+    before = [list(context) if i else [] for i in range(len(windows))]
     done = 0
-    for batch in rows.prefill_batches([len(w) + offset for w in windows]):
-        feed = torch.zeros((len(batch), max(len(windows[i]) for i in batch) - 1), dtype=torch.long)
-        for r, i in enumerate(batch):  # every token but the last is an input (shorter rows padded)
-            feed[r, : len(windows[i]) - 1] = torch.tensor(windows[i][:-1], dtype=torch.long)
+    for batch in rows.prefill_batches([len(w) + offset + len(c) for w, c in zip(windows, before)]):
+        inputs = [before[i] + windows[i][:-1] for i in batch]  # every token but the last is an input
+        feed = torch.zeros((len(batch), max(len(t) for t in inputs)), dtype=torch.long)
+        for r, t in enumerate(inputs):  # shorter rows padded
+            feed[r, : len(t)] = torch.tensor(t, dtype=torch.long)
         x = torch.cat([rows.row_starts(lm, vectors, batch), engine.embed(feed)], 1)
         hidden = engine.forward(x, engine.new_cache(len(batch), x.shape[1]))
-        # the logits at position offset - 1 + k predict token k of the row
+        # the logits at position offset - 1 + len(context) + k predict token k of the row
         positions, targets = [], []
         for r, i in enumerate(batch):
-            positions += range(r * x.shape[1] + offset - 1, r * x.shape[1] + offset - 1 + len(windows[i]))
+            first = r * x.shape[1] + offset - 1 + len(before[i])
+            positions += range(first, first + len(windows[i]))
             targets += windows[i]
         per_batch(batch, hidden, torch.tensor(positions), torch.tensor(targets))
         done += sum(len(windows[i]) for i in batch)
@@ -47,10 +52,11 @@ def evaluate_windows(lm, windows, vectors, on_progress, per_batch):
     return windows
 
 
-def code_windows(lm, windows, vectors=None, on_progress=None):
+def code_windows(lm, windows, vectors=None, on_progress=None, context=()):
     """Every window's token stream and its size in bits (-log2 of each token's probability, summed):
-    the model's distribution at each position, from one all-at-once evaluation per batch of windows.
-    Returns (streams, bits), one per window."""
+    the model's distribution at each position, from one all-at-once evaluation per batch of windows;
+    every window but the first is coded after the ``context`` tokens. Returns (streams, bits), one per
+    window."""
     intervals: dict[int, list] = {}
     bits: dict[int, float] = {}
     engine = lm.engine
@@ -64,5 +70,5 @@ def code_windows(lm, windows, vectors=None, on_progress=None):
             bits[i] = sum(math.log2(t / (h - lo)) for lo, h, t in intervals[i])
             pos += n
 
-    windows = evaluate_windows(lm, windows, vectors, on_progress, per_batch)
+    windows = evaluate_windows(lm, windows, vectors, on_progress, per_batch, context)
     return [tokencoder.encode(intervals[i]) for i in range(len(windows))], [bits[i] for i in range(len(windows))]

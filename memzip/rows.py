@@ -18,6 +18,12 @@ MAX_ROWS = int(os.environ.get("MEMZIP_DECODE_ROWS") or 64)  # decoding rows step
 PREFILL_POSITIONS = int(os.environ.get("MEMZIP_PREFILL_POSITIONS") or 4096)  # positions per all-at-once evaluation
 
 
+def context_of(windows, length: int) -> list[int]:
+    """The shared context: the first ``length`` tokens of the first window, which every later window
+    is coded and decoded after (docs/FORMAT.md, *Shared context*)."""
+    return list(windows[0][:length]) if windows and length else []
+
+
 def positions_before(vectors) -> int:
     """Positions before a window's first token: the prefix, and the memory vector if any."""
     return 1 if vectors is None else 2

@@ -15,12 +15,15 @@ from .errors import SettingsError
 from .format.vectors import VectorSpec
 
 DEFAULT_WINDOW = 16  # tokens per memory-vector window
-# Levels: the longest row (window) of tokens, each decoded as one sequence with its own context. Longer
-# rows give every token more context (smaller files); more rows decode in parallel (faster). A file's
-# rows are of equal length: ceil(tokens / rows) with the fewest rows the level allows. Below level 9, a
-# file of more than SPLIT_TOKENS tokens gets at least two rows: two rows decode almost as fast as one
-# each (a decoding step streams the weights once for all rows), for 2-3% more bytes (bench.levels).
+# Levels: the longest row (window) of tokens, each decoded as one sequence, all rows together. Longer
+# rows give every token more context (smaller files); more rows decode in parallel (faster restores: a
+# decoding step streams the weights once for all rows). Below level 9, a file of more than SPLIT_TOKENS
+# tokens gets at least two rows. Every row after the first starts after the file's first
+# LEVEL_CONTEXT[level] tokens (the shared context, decoded first by the first row), which gives back
+# most of what a row loses by starting without context; the first row is longer by that much, so that
+# all rows finish together. Measured per level: docs/RESULTS.md (bench.levels).
 LEVEL_ROWS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 1024, 6: 2048, 7: 4096, 8: 8192, 9: 8192}
+LEVEL_CONTEXT = {1: 0, 2: 0, 3: 64, 4: 128, 5: 256, 6: 512, 7: 512, 8: 512, 9: 512}
 SPLIT_TOKENS = 768
 DEFAULT_LEVEL = 7
 STORE_POLICIES = ("smaller", "always")
@@ -37,15 +40,20 @@ def default_steps(objective: str) -> int:
     return SIZE_STEPS if objective == "size" else OptimizerSettings.steps
 
 
-def default_window(by_level: bool, tokens: int, level: int = DEFAULT_LEVEL) -> int:
-    """Window length when none is given: DEFAULT_WINDOW for greedy memory vectors; otherwise
-    (``by_level``) the level's longest row, shortened to split ``tokens`` (about how many the input has)
-    into equal rows."""
-    if not by_level:
-        return DEFAULT_WINDOW
+MAX_ROW = 8192  # tokens of a row, context included (the engine's positions per row)
+
+
+def row_plan(tokens: int, level: int = DEFAULT_LEVEL) -> tuple[int, int]:
+    """(window, context) for ``tokens`` tokens at ``level``: one row when the level's longest row holds
+    them (and, below level 9, there are at most SPLIT_TOKENS), else rows of ``window - context`` tokens
+    after a first row of ``window`` tokens whose first ``context`` tokens every other row starts after."""
     longest = LEVEL_ROWS[level]
-    rows = max(1, -(-tokens // longest), 2 if level < 9 and tokens > SPLIT_TOKENS else 1)
-    return max(1, min(longest, -(-tokens // rows)))
+    if tokens <= longest and (level == 9 or tokens <= SPLIT_TOKENS):
+        return max(1, tokens), 0
+    context = LEVEL_CONTEXT[level]
+    rows = max(2, -(-(tokens - context) // min(longest, MAX_ROW - context)))
+    later = -(-(tokens - context) // rows)
+    return later + context, context
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,10 @@ class OptimizerSettings:
 
 @dataclass(frozen=True)
 class CompressSettings:
-    window: int | None = None  # tokens per window; None: default_window()
+    window: int | None = None  # tokens of the first window (the longest); None: the level's (row_plan)
+    # tokens of the first window that every later window is coded after (the shared context); later windows
+    # hold window - context tokens. None: the level's with window None, else 0
+    context: int | None = None
     optimizer: OptimizerSettings = OptimizerSettings()
     vectors: VectorSpec = VectorSpec()  # none (predicted windows), or how memory vectors are stored
     # "smaller": a window is stored by the model (coded tokens or a vector) only when that is expected to be
@@ -93,6 +104,10 @@ class CompressSettings:
             raise SettingsError(f"level must be one of {sorted(LEVEL_ROWS)}")
         if self.window is not None and self.window < 1:
             raise SettingsError("window must be at least 1")
+        if self.context is not None and (self.context < 0 or (self.window is not None and self.context >= self.window)):
+            raise SettingsError("context must be at least 0 and below the window")
+        if self.context and self.vectors.code != "none":
+            raise SettingsError("context applies to model-coded rows, not to memory vectors")
         if self.objective not in OBJECTIVES:
             raise SettingsError(f"objective must be one of {OBJECTIVES}")
         if self.objective == "size" and self.vectors.code == "none":

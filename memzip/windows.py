@@ -75,14 +75,19 @@ class Tokenized:
         """How many tokens the text runs have."""
         return sum(len(r.ids) for r in self.runs)
 
-    def segments(self, token_bytes: list[bytes], window: int) -> list[Segment]:
-        """Partition the input into windows of at most ``window`` tokens (``token_bytes`` must give every
-        window's bytes back) and raw spans (adjacent raws merged)."""
-        if window < 1:
-            raise ValueError("window must be at least 1 token")
+    def segments(self, token_bytes: list[bytes], window: int, later: int | None = None) -> list[Segment]:
+        """Partition the input into windows (``token_bytes`` must give every window's bytes back) and raw
+        spans (adjacent raws merged): the first window of ``window`` tokens, every later one of ``later``
+        (default: ``window``), each at most that."""
+        later = window if later is None else later
+        if window < 1 or not 1 <= later <= window:
+            raise ValueError("windows hold at least one token, later ones no more than the first")
         out: list[Segment] = []
+        first = window
         for run in self.runs:
-            pieces = _text_windows(run, token_bytes, window) if run.text is not None else [Segment(run.data)]
+            pieces = _text_windows(run, token_bytes, first, later) if run.text is not None else [Segment(run.data)]
+            if run.ids:
+                first = later  # the first window is cut from the first run with tokens
             for piece in pieces:
                 if not piece.is_window and out and not out[-1].is_window:
                     out[-1] = Segment(out[-1].data + piece.data)
@@ -106,18 +111,20 @@ def tokenize(data: bytes, tokenizer) -> Tokenized:
     return Tokenized(data, tuple(runs))
 
 
-def _text_windows(run: Run, token_bytes: list[bytes], window: int) -> list[Segment]:
+def _text_windows(run: Run, token_bytes: list[bytes], first: int, later: int) -> list[Segment]:
     text, ids, offsets = run.text, run.ids, run.offsets
     raw = run.data
     if not ids:
         return [Segment(raw)]
-    starts = [0] + [offsets[i][0] for i in range(window, len(ids), window)] + [len(text)]
+    cuts = [0, *range(first, len(ids), later)]  # token index where each window starts
+    starts = [offsets[i][0] for i in cuts[1:]]
+    starts = [0] + starts + [len(text)]
     if any(b < a for a, b in zip(starts, starts[1:])):
         return [Segment(raw)]  # offsets the tokenizer reports are unusable: keep the run raw
     segments = []
     for k, (a, b) in enumerate(zip(starts, starts[1:])):
         span = text[a:b].encode("utf-8")
-        tokens = tuple(ids[k * window : (k + 1) * window])
+        tokens = tuple(ids[cuts[k] : cuts[k + 1] if k + 1 < len(cuts) else len(ids)])
         # a token stands for at least one byte (the reader bounds the work of decoding by it)
         if span and len(tokens) <= len(span) and detokenize(token_bytes, tokens) == span:
             segments.append(Segment(span, tokens))
@@ -126,7 +133,7 @@ def _text_windows(run: Run, token_bytes: list[bytes], window: int) -> list[Segme
     return segments
 
 
-def segment(data: bytes, tokenizer, token_bytes: list[bytes], window: int) -> list[Segment]:
-    """Partition ``data`` into windows of at most ``window`` tokens (``tokenizer`` splits the text,
-    ``token_bytes`` must give every window's bytes back) and raw spans (adjacent raws merged)."""
-    return tokenize(data, tokenizer).segments(token_bytes, window)
+def segment(data: bytes, tokenizer, token_bytes: list[bytes], window: int, later: int | None = None) -> list[Segment]:
+    """Partition ``data`` into windows (``tokenizer`` splits the text, ``token_bytes`` must give every
+    window's bytes back; the first of ``window`` tokens, later ones of ``later``) and raw spans."""
+    return tokenize(data, tokenizer).segments(token_bytes, window, later)

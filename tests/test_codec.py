@@ -12,6 +12,7 @@ from memzip import CompressSettings, OptimizerSettings, compress, decompress
 from memzip import codec
 from memzip.codec import compress_with_report
 from memzip.format import container
+from memzip.settings import DEFAULT_LEVEL, LEVEL_CONTEXT
 from memzip.format.container import KIND_WINDOW
 from memzip.errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError
 from memzip.engine import ENGINE_VERSION
@@ -226,3 +227,31 @@ def test_decompress_container_takes_a_container_already_read_and_loads_through_t
     asked.clear()
     assert codec.decompress_container(c, "elsewhere", load=lambda spec: asked.append(spec) or lm)
     assert asked == ["elsewhere"]
+
+
+def test_later_rows_start_after_the_shared_context(lm):
+    """Rows after the first are coded after the first row's first `context` tokens (the level's, or
+    --context), decode exactly, and cost fewer bits than rows that start from nothing."""
+    data = (TRAINING_TEXT * 4).encode()
+    shared, plain = (compress(data, lm, CompressSettings(window=300, context=c, store="always")) for c in (100, 0))
+    a, b = container.read(shared), container.read(plain)
+    assert a.header["context"] == 100 and b.header["context"] == 0
+    assert a.window_lengths[0] == 300 and set(a.window_lengths[1:-1]) == {200}
+    assert decompress(shared, lm) == data and decompress(plain, lm) == data
+    assert a.sizes["tokens"] / a.window_count < b.sizes["tokens"] / b.window_count
+    level = container.read(compress(data, lm))  # the default level's rows and context
+    assert level.header["context"] == LEVEL_CONTEXT[DEFAULT_LEVEL] and level.window_count >= 2
+
+
+def test_a_first_window_stored_raw_gives_a_file_without_shared_context(lm):
+    """The decoder takes the shared context from the first window entry: when the first window is not
+    worth storing by the model, the windows are coded again without one."""
+    import base64
+    import random
+
+    noise = base64.b64encode(random.Random(3).randbytes(120))
+    data = noise + (TRAINING_TEXT * 3).encode()
+    blob, report = compress_with_report(data, lm, CompressSettings(window=150, context=40))
+    c = container.read(blob)
+    assert c.segments[0][0] == container.KIND_RAW and c.window_count >= 1 and c.header["context"] == 0
+    assert decompress(blob, lm) == data

@@ -38,6 +38,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "prefix_id": 0,
         "hidden_size": HIDDEN,
         "window": 4,
+        "context": 0,
         "engine": "exact-2",
         "vectors": dict(vectors),
         "original_size": 100,
@@ -445,23 +446,38 @@ def test_segment_entries_are_canonical_varints(table):
 
 
 def test_the_default_profile_holds_the_packaged_models_header_in_a_few_bytes():
-    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.6.0", "original_size": 1335, "window": 286}
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0}
     packed = container.pack_header(header)
-    assert packed == bytes([container.PROFILE_DEFAULT]) + container.varint(1335) + container.varint(286)
+    assert packed == bytes([container.PROFILE_DEFAULT]) + container.varint(1335) + container.varint(286) + b"\x00"
     c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01\x02"], container.original_checksum(b"x"))
     back = container.read(container.write(c))
-    assert back.header == {**header, "memzip_version": ""} and back.sizes["header"] == 5  # the version is not kept
+    assert back.header == {**header, "memzip_version": ""} and back.sizes["header"] == 6  # the version is not kept
     other = {**header, "prefix_id": 1}  # anything else goes to JSON
     assert container.pack_header(other)[0] == container.PROFILE_JSON
 
 
 def test_a_json_header_the_default_profile_would_hold_is_not_canonical():
-    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.6.0", "original_size": 1335, "window": 286}
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0}
     c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01"], container.original_checksum(b"x"))
     blob = container.write(c)
     frame = container.pack_json(header)
-    json_blob = blob[:5] + bytes([container.PROFILE_JSON]) + container.varint(len(frame)) + frame + blob[10:-4]
+    json_blob = blob[:5] + bytes([container.PROFILE_JSON]) + container.varint(len(frame)) + frame + blob[11:-4]
     with pytest.raises(ContainerError, match="not canonical"):
         container.read(reseal(json_blob))
     with pytest.raises(ContainerError, match="profile 7 is unknown"):
         container.read(reseal(blob[:5] + b"\x07" + blob[6:-4]))
+
+
+def test_a_shared_context_must_lie_in_the_first_window():
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 200}
+    ok = Container(header, [(KIND_WINDOW, 286), (KIND_WINDOW, 86)], b"", b"", [b"\x01", b"\x02"],
+                   container.original_checksum(b"x"))
+    assert container.read(container.write(ok)).header["context"] == 200
+    for segments, streams, fallback in (([(KIND_WINDOW, 199), (KIND_WINDOW, 86)], [b"\x01", b"\x02"], b""),
+                                        ([(KIND_RAW, 5)], [], container.zstd_frame(b"\x00" * 5))):
+        # written by hand: the writer would not make these files
+        body = container.MAGIC + container.varint(container.FORMAT_VERSION) + container.pack_header(header)
+        for section in (container.pack_segments(segments), b"", container.pack_streams(streams), fallback):
+            body += container.varint(len(section)) + section
+        with pytest.raises(ContainerError, match="shared context"):
+            container.read(container.seal(body + container.original_checksum(b"x")))

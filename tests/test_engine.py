@@ -286,3 +286,19 @@ def test_an_unsupported_model_is_refused_with_a_reason():
 
 def test_fresh_tiny_models_are_identical(lm):
     assert tiny_lm().fingerprint == lm.fingerprint
+
+
+@pytest.mark.parametrize("kernels", ["torch", "c"])
+def test_a_forked_cache_continues_as_a_row_that_evaluated_the_context_itself(lm, kernels):
+    """Rows that share a context evaluate it once (Engine.fork_cache) and go on with the same bits as
+    rows that evaluated context and continuation all at once."""
+    engine = Engine(lm.engine.weights, "cpu", kernels)
+    ids = _ids(lm, rows=3, n=30)
+    ids[:, :20] = ids[0, :20]  # one context of 20 positions, three continuations
+    shared = engine.new_cache(1, 20)
+    engine.forward(engine.embed(ids[:1, :20]), shared)
+    forked = engine.fork_cache(shared, 0, 3, 30)
+    got = engine.logits(engine.forward(engine.embed(ids[:, 20:]), forked)).reshape(3, 10, -1)
+    assert torch.equal(got, _prefill(engine, ids)[:, 20:])
+    with pytest.raises(ValueError, match="fork_cache"):
+        engine.fork_cache(shared, 0, 2, 10)  # cannot hold the context

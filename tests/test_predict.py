@@ -66,17 +66,19 @@ def test_the_whole_file_goes_raw_when_that_is_smaller(lm):
     assert decompress(blob, lm) == data
 
 
-def test_levels_cut_files_into_equal_rows_of_at_most_their_length():
-    none, full = True, False  # windows by level (no vectors) or DEFAULT_WINDOW (greedy memory vectors)
-    assert settings.default_window(full, 10_000) == settings.DEFAULT_WINDOW
+def test_levels_plan_rows_of_at_most_their_length_after_a_shared_context():
     for level, longest in settings.LEVEL_ROWS.items():
-        assert settings.default_window(none, 10, level) == 10  # one row holds a short file whole
-        assert settings.default_window(none, longest + 1, level) == longest // 2 + 1  # two equal rows
-        assert settings.default_window(none, 3 * longest - 1, level) == longest
-        split = level < 9 and longest > settings.SPLIT_TOKENS
-        assert settings.default_window(none, longest, level) == (longest // 2 if split else longest)
-    assert settings.default_window(none, settings.SPLIT_TOKENS, 7) == settings.SPLIT_TOKENS  # one row up to the split
-    assert settings.default_window(none, settings.SPLIT_TOKENS + 2, 7) == settings.SPLIT_TOKENS // 2 + 1
+        assert settings.row_plan(10, level) == (10, 0)  # one row holds a short file whole
+        for tokens in (longest + 1, 3 * longest - 1, 10_000, 50_000):
+            window, context = settings.row_plan(tokens, level)
+            later = window - context
+            rows = 1 + -(-(tokens - window) // later)
+            assert context == settings.LEVEL_CONTEXT[level] and rows >= 2
+            assert later <= longest and window <= settings.MAX_ROW
+            assert window + (rows - 2) * later < tokens <= window + (rows - 1) * later  # no empty row
+    assert settings.row_plan(settings.SPLIT_TOKENS, 7) == (settings.SPLIT_TOKENS, 0)  # one row up to the split
+    assert settings.row_plan(settings.SPLIT_TOKENS + 1, 7)[1] == settings.LEVEL_CONTEXT[7]
+    assert settings.row_plan(8192, 9) == (8192, 0)
     assert [settings.LEVEL_ROWS[k] for k in sorted(settings.LEVEL_ROWS)] == sorted(settings.LEVEL_ROWS.values())
     with pytest.raises(SettingsError):
         CompressSettings(level=0)

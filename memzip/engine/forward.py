@@ -75,6 +75,13 @@ class Engine:
             raise ValueError(f"the exact engine evaluates at most {tables.MAX_POSITIONS} positions per row")
         return self.impl.new_cache(rows, capacity)
 
+    def fork_cache(self, cache, row: int, rows: int, capacity: int):
+        """A new cache of ``rows`` rows (``capacity`` positions each), every row holding what row ``row``
+        of ``cache`` holds: rows that share a context evaluate it once."""
+        if capacity > tables.MAX_POSITIONS or capacity < cache.length or not 0 <= row < cache.rows:
+            raise ValueError("fork_cache: a row of the cache and a capacity that holds it are required")
+        return self.impl.fork_cache(cache, row, rows, capacity)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings (float64, exact) of token ids of any shape."""
         return self._embed[ids.to(self.device)].to(torch.float64)

@@ -134,6 +134,13 @@ class NativeEngine:
     def new_cache(self, rows: int, capacity: int) -> NativeCache:
         return NativeCache(self.model.cache(rows, capacity))
 
+    def fork_cache(self, cache: NativeCache, row: int, rows: int, capacity: int) -> NativeCache:
+        """A cache of ``rows`` rows, each holding what row ``row`` of ``cache`` holds."""
+        out = self.new_cache(rows, capacity)
+        for r in range(rows):
+            self.model.copy_row(cache.handle, row, out.handle, r)
+        return out
+
     def forward(self, x: torch.Tensor, cache: NativeCache) -> NativeHidden:
         """x: float64 [rows, n, hidden] input embeddings; appends n positions to every row of the cache."""
         rows, n, hidden = x.shape

@@ -72,6 +72,16 @@ class ReferenceEngine:
             torch.zeros(shape[:4], dtype=F32, device=self.device),
         )
 
+    def fork_cache(self, cache: ReferenceCache, row: int, rows: int, capacity: int) -> ReferenceCache:
+        """A cache of ``rows`` rows, each holding what row ``row`` of ``cache`` holds."""
+        out = self.new_cache(rows, capacity)
+        n = cache.length
+        for mine, theirs in ((out.keys, cache.keys), (out.values, cache.values), (out.key_scale, cache.key_scale),
+                             (out.value_scale, cache.value_scale)):
+            mine[:, :, :, :n] = theirs[:, row : row + 1, :, :n]
+        out.length = n
+        return out
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor, cache: ReferenceCache) -> ReferenceHidden:
         c = self.config

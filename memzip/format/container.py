@@ -37,14 +37,14 @@ MAX_ENGINE_NAME = 64
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "8b6d97f934b082108f19a0ed67e22e7ded33eda64be64772620d23b85d800fa8"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "1e7cec3c85d9692c9246d3daee2a08cdd887aa978de43c2cb2236ed363b1230d"  # pinned by the format
 
 CHECKSUM_LEN = 4  # first bytes of the SHA-256 of the original file, checked after decoding
 TRAILER_LEN = 4  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
 SECTIONS = ("segment table", "vectors", "tokens", "fallback")  # after the header, each length-prefixed
 
 # Header profiles: 0, a JSON header (any model and settings); 1, the packaged default model with no memory
-# vectors, whose fields are these (only original_size and window are stored, as varints).
+# vectors, whose fields are these (only original_size, window and context are stored, as varints).
 PROFILE_JSON, PROFILE_DEFAULT = 0, 1
 DEFAULT_PROFILE = {
     "memzip_version": "",  # not recorded with this profile
@@ -57,6 +57,8 @@ DEFAULT_PROFILE = {
     "settings": {},
 }
 
+PROFILE_VALUES = ("original_size", "window", "context")  # what the default profile stores
+
 HEADER_KEYS = {
     "memzip_version": str,
     "model_id": str,
@@ -65,6 +67,7 @@ HEADER_KEYS = {
     "prefix_id": int,
     "hidden_size": int,
     "window": int,
+    "context": int,
     "vectors": dict,
     "original_size": int,
     "settings": dict,
@@ -108,7 +111,7 @@ def _validate_header(header: dict) -> None:
         value = header[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ContainerError(f"header field {key!r} has the wrong type")
-    for key in ("prefix_id", "original_size"):
+    for key in ("prefix_id", "original_size", "context"):
         if header[key] < 0:
             raise ContainerError(f"header field {key!r} is negative")
     for key, ceiling in (("hidden_size", 1 << 16), ("window", MAX_WINDOW_TOKENS)):
@@ -271,6 +274,10 @@ def read(blob: bytes) -> Container:
         raise ContainerError("unexpected bytes after the last section")
     segments = _parse_segments(table, header["window"])
     window_lengths = [length for kind, length in segments if kind == KIND_WINDOW]
+    if header["context"] > (window_lengths[0] if window_lengths else 0):
+        raise ContainerError("the shared context is longer than the first window")
+    if header["context"] and header["vectors"] != {"code": "none"}:
+        raise ContainerError("a shared context with memory vectors")
     n_windows, tokens = len(window_lengths), sum(window_lengths)
     raw_total = sum(length for kind, length in segments if kind == KIND_RAW)
     if raw_total > header["original_size"]:
@@ -286,12 +293,12 @@ def read(blob: bytes) -> Container:
 
 
 def pack_header(header: dict) -> bytes:
-    """The header: the default profile's byte and two varints when the header is that profile's, else
-    the JSON profile's byte, a varint length and canonical JSON as one zstd frame against
-    HEADER_DICTIONARY."""
-    rest = {k: v for k, v in header.items() if k not in ("original_size", "window")}
+    """The header: the default profile's byte and three varints (original_size, window, context) when
+    the header is that profile's, else the JSON profile's byte, a varint length and canonical JSON as
+    one zstd frame against HEADER_DICTIONARY."""
+    rest = {k: v for k, v in header.items() if k not in PROFILE_VALUES}
     if rest == {**DEFAULT_PROFILE, "memzip_version": rest.get("memzip_version")}:
-        return bytes([PROFILE_DEFAULT]) + varint(header["original_size"]) + varint(header["window"])
+        return bytes([PROFILE_DEFAULT]) + b"".join(varint(header[k]) for k in PROFILE_VALUES)
     frame = pack_json(header)
     return bytes([PROFILE_JSON]) + varint(len(frame)) + frame
 
@@ -305,16 +312,14 @@ def pack_json(header: dict) -> bytes:
 def _read_header(r: Reader) -> dict:
     (profile,) = r.take(1, "header profile")
     if profile == PROFILE_DEFAULT:
-        size = r.varint("original size")
-        window = r.varint("window")
-        return {**DEFAULT_PROFILE, "vectors": dict(DEFAULT_PROFILE["vectors"]), "settings": {},
-                "original_size": size, "window": window}
+        values = {k: r.varint(k.replace("_", " ")) for k in PROFILE_VALUES}
+        return {**DEFAULT_PROFILE, "vectors": dict(DEFAULT_PROFILE["vectors"]), "settings": {}, **values}
     if profile != PROFILE_JSON:
         raise ContainerError(f"header profile {profile} is unknown")
     header = unpack_header(r.section("header"))
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
-    if {k: v for k, v in header.items() if k not in ("original_size", "window", "memzip_version")} == \
+    if {k: v for k, v in header.items() if k not in (*PROFILE_VALUES, "memzip_version")} == \
             {k: v for k, v in DEFAULT_PROFILE.items() if k != "memzip_version"}:
         raise ContainerError("a JSON header that the default profile would hold (not canonical)")
     return header

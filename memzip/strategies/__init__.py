@@ -46,8 +46,9 @@ class Stored:
 
 @dataclass(frozen=True)
 class Job:
-    """What a strategy gets: the input, its windows, the resolved settings, the model, and where to
-    report progress and journal (``journal_path``: None for none)."""
+    """What a strategy gets: the input, its windows, the resolved settings, the model, where to report
+    progress and journal (``journal_path``: None for none), and the shared context: how many tokens of
+    the first window every later window is coded after (0: none; memzip/rows.py ``context_of``)."""
 
     data: bytes
     windows: list[Segment]
@@ -55,6 +56,7 @@ class Job:
     lm: object
     progress: Progress
     journal_path: str | None = None
+    context: int = 0
 
     @cached_property
     def zstd_frame(self) -> bytes:

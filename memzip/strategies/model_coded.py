@@ -1,6 +1,7 @@
 """Model-coded windows (the default): every token arithmetic-coded with the model's own distribution.
 
-Each window is one row ``[prefix, tokens]`` evaluated all at once per batch of windows on the exact
+Each window is one row ``[prefix, tokens]`` (every window but the first after the shared context: the
+first window's first ``job.context`` tokens) evaluated all at once per batch of windows on the exact
 engine (memzip/encoder.py ``code_windows``). With the store policy "smaller", a probe of the first
 PROBE_TOKENS tokens decides first whether the model can pay at all: binary or incompressible input is
 then stored raw in seconds, without the full pass.
@@ -8,6 +9,7 @@ then stored raw in seconds, without the full pass.
 
 from __future__ import annotations
 
+from .. import rows
 from ..encoder import code_windows
 from ..format import container
 from . import Job, Outcome, Stored, worth_storing
@@ -41,7 +43,9 @@ class ModelCoded:
         if job.settings.store == "smaller" and not model_can_pay(job):
             return Outcome(not_tried=len(windows))
         job.progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
-        streams, _bits = code_windows(job.lm, [s.tokens for s in windows], on_progress=job.progress.update)
+        tokens = [s.tokens for s in windows]
+        streams, _bits = code_windows(job.lm, tokens, on_progress=job.progress.update,
+                                      context=rows.context_of(tokens, job.context))
         job.progress.done()
         costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
         worth = worth_storing(job, costs)

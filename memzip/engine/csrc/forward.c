@@ -156,6 +156,21 @@ static HeadCache head_cache(const Cache *cache, int layer, int row, int g) {
     return h;
 }
 
+/* every position of row `sr` of src into row `dr` of dst (dst holds at least src->length positions) */
+void cache_copy_row(const Cache *src, int sr, Cache *dst, int dr) {
+    const Config *c = &src->config;
+    int n = src->length, d = c->head_dim;
+    for (int layer = 0; layer < c->layers; layer++)
+        for (int g = 0; g < c->kv_heads; g++) {
+            HeadCache a = head_cache(src, layer, sr, g), b = head_cache(dst, layer, dr, g);
+            memcpy(b.k, a.k, (size_t)(n + 15) / 16 * 16 * d);
+            memcpy(b.v, a.v, (size_t)(n + 3) / 4 * 4 * d);
+            memcpy(b.ksum, a.ksum, (size_t)n * sizeof(int32_t));
+            memcpy(b.ks, a.ks, (size_t)n * sizeof(float));
+            memcpy(b.vs, a.vs, (size_t)n * sizeof(float));
+        }
+}
+
 size_t cache_head_bytes(int cap64, int d) { return (size_t)cap64 * (2 * (size_t)d + 12); }
 
 /* RoPE, int8 q/k/v per head, k and v into the cache at their positions */

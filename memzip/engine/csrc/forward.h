@@ -61,6 +61,7 @@ typedef struct {
 } Cache;
 
 size_t cache_head_bytes(int cap64, int d);
+void cache_copy_row(const Cache *src, int sr, Cache *dst, int dr);
 int scratch_reserve(Model *M, int m);
 void scratch_free(Scratch *s);
 /* x: rows * n positions of hidden doubles (the residual stream, updated in place); final: 2m rows of

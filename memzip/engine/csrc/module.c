@@ -264,6 +264,23 @@ static PyObject *model_cache(ModelObject *self, PyObject *args) {
     return (PyObject *)obj;
 }
 
+/* copy_row(src, src_row, dst, dst_row): a row's positions into another cache's row; dst's length
+ * becomes src's (every row of a cache holds the same number of positions) */
+static PyObject *model_copy_row(ModelObject *self, PyObject *args) {
+    PyObject *so, *dobj;
+    int sr, dr;
+    if (!PyArg_ParseTuple(args, "O!iO!i", &CacheType, &so, &sr, &CacheType, &dobj, &dr)) return NULL;
+    Cache *src = &((CacheObject *)so)->cache, *dst = &((CacheObject *)dobj)->cache;
+    if (sr < 0 || sr >= src->rows || dr < 0 || dr >= dst->rows || src->length > dst->capacity ||
+        (dst->length != 0 && dst->length != src->length) || src->config.layers != dst->config.layers) {
+        PyErr_SetString(PyExc_ValueError, "copy_row: rows out of range or caches that do not fit");
+        return NULL;
+    }
+    cache_copy_row(src, sr, dst, dr);
+    dst->length = src->length;
+    Py_RETURN_NONE;
+}
+
 static PyObject *cache_length(CacheObject *self, void *closure) { return PyLong_FromLong(self->cache.length); }
 static PyObject *cache_rows(CacheObject *self, void *closure) { return PyLong_FromLong(self->cache.rows); }
 static PyObject *cache_capacity(CacheObject *self, void *closure) { return PyLong_FromLong(self->cache.capacity); }
@@ -425,6 +442,7 @@ static PyObject *model_config(ModelObject *self, void *closure) {
 
 static PyMethodDef model_methods[] = {
     {"cache", (PyCFunction)model_cache, METH_VARARGS, "cache(rows, capacity): an empty KV cache"},
+    {"copy_row", (PyCFunction)model_copy_row, METH_VARARGS, "copy_row(src, src_row, dst, dst_row)"},
     {"forward", (PyCFunction)model_forward_py, METH_VARARGS, "forward(x, cache, rows, n, final, factor)"},
     {"logits", (PyCFunction)model_logits_py, METH_VARARGS, "logits(final, factor, m, positions, out)"},
     {"frequencies", (PyCFunction)model_frequencies_py, METH_VARARGS, "frequencies(final, factor, m, positions, freq, total)"},
