@@ -111,5 +111,9 @@ int64_t code_weights(double *l, int v, const double *table, const double *steps,
 /* the same on a range of the vocabulary, given the row's top logit; and that top (an exact maximum) */
 int64_t code_round(const double *l, int v, double top, const double *table, const double *steps, int64_t *e);
 double max_of(const double *x, int n);
+/* F_j = 1 + floor(e_j * spare / sum), exactly; returns their total, and in *under (if given) the total of
+ * F_j for j < below; f may be NULL */
+int64_t code_frequencies(const int64_t *e, int v, int64_t spare, int64_t sum, int32_t *f, int64_t below,
+                         int64_t *under);
 
 #endif

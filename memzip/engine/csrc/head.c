@@ -121,13 +121,8 @@ void head_logits(Model *M, const uint8_t *final, const double *factor, int m, co
 static void frequencies_of(Head *H, int i, double *l, void *scratch) {
     int v = H->M->config.vocab;
     int64_t *e = (int64_t *)scratch;
-    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e), spare = SPARE(v), total = 0;
-    int32_t *f = H->freq + (size_t)i * v;
-    for (int j = 0; j < v; j++) {
-        f[j] = (int32_t)(1 + e[j] * spare / sum); /* non-negative: the division floors */
-        total += f[j];
-    }
-    H->total[i] = total;
+    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e);
+    H->total[i] = code_frequencies(e, v, SPARE(v), sum, H->freq + (size_t)i * v, 0, NULL);
 }
 
 /* Few positions (decoding): the threads split the vocabulary in three phases (logits and their
@@ -157,17 +152,12 @@ static void frequencies_columns(void *ctx, int t, int T) {
     Freq *F = (Freq *)ctx;
     Head *H = F->H;
     int v = H->M->config.vocab, j0, j1;
-    int64_t spare = SPARE(v);
     split_range(v, t, T, 16, &j0, &j1);
     for (int i = 0; i < H->k; i++) {
         const int64_t *e = (const int64_t *)(H->logits + (size_t)i * v);
-        int32_t *f = H->freq + (size_t)i * v;
-        int64_t total = 0, sum = F->sum[i];
-        for (int j = j0; j < j1; j++) {
-            f[j] = (int32_t)(1 + e[j] * spare / sum); /* non-negative: the division floors */
-            total += f[j];
-        }
-        F->part_sum[t][i] = total;
+        F->part_sum[t][i] = j0 < j1 ? code_frequencies(e + j0, j1 - j0, SPARE(v), F->sum[i],
+                                                       H->freq + (size_t)i * v + j0, 0, NULL)
+                                    : 0;
     }
 }
 
@@ -216,17 +206,11 @@ void head_frequencies(Model *M, const uint8_t *final, const double *factor, int 
 
 static void interval_of(Head *H, int i, double *l, void *scratch) {
     int v = H->M->config.vocab;
-    int64_t *e = (int64_t *)scratch;
-    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e), spare = SPARE(v), total = 0, below = 0;
-    int64_t token = H->tokens[i];
-    for (int j = 0; j < v; j++) {
-        int64_t f = 1 + e[j] * spare / sum;
-        below += j < token ? f : 0;
-        total += f;
-        if (j == token) H->hi[i] = below + f;
-    }
+    int64_t *e = (int64_t *)scratch, token = H->tokens[i], below;
+    int64_t sum = code_weights(l, v, H->M->code, H->M->code_steps, e);
+    H->total[i] = code_frequencies(e, v, SPARE(v), sum, NULL, token, &below);
     H->lo[i] = below;
-    H->total[i] = total;
+    H->hi[i] = below + 1 + e[token] * SPARE(v) / sum;
 }
 
 void head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,

@@ -236,6 +236,29 @@ CLONES int64_t code_round(const double *l, int v, double top, const double *tabl
     return total;
 }
 
+/* floor(e_j * spare / sum) + 1 for j < v: the token frequencies (docs/FORMAT.md). The quotient is at most
+ * 2^24: a float64 estimate is within one of it, and one integer correction each way makes it exact
+ * (e * spare < 2^56 in int64). Returns the sum of the frequencies of ids below `below` in *under and
+ * of all of them. */
+CLONES int64_t code_frequencies(const int64_t *e, int v, int64_t spare, int64_t sum, int32_t *f, int64_t below,
+                                int64_t *under) {
+    double s = (double)sum, sp = (double)spare;
+    int64_t total = 0, low = 0;
+    for (int j = 0; j < v; j++) {
+        int64_t n = e[j] * spare;
+        int64_t q = (int64_t)(((double)e[j] * sp) / s);
+        int64_t r = n - q * sum;
+        q = r < 0 ? q - 1 : q;
+        q = r >= sum ? q + 1 : q;
+        int32_t fj = (int32_t)(q + 1);
+        if (f) f[j] = fj;
+        total += fj;
+        low += j < below ? fj : 0;
+    }
+    if (under) *under = low;
+    return total;
+}
+
 /* e_j = rnd(interp(CODE, min((top - l_j) * 256, 8192))) and their sum (exact) */
 int64_t code_weights(double *l, int v, const double *table, const double *steps, int64_t *e) {
     return code_round(l, v, max_of(l, v), table, steps, e);
