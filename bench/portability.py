@@ -3,8 +3,9 @@
     python -m bench.portability FILE [FILE ...] [--python LABEL=PYTHON ...] [--model M] [--out DIR]
 
 Each file is compressed once here (default settings, `memzip c`), then decoded by `memzip x` in fresh
-processes under each environment: this CPU's native kernel level and torch's/oneDNN's kernels
-restricted to AVX2 and to baseline x86-64 (no AVX), each with 1, 2 and 3 threads; other numbers of
+processes under each environment: this CPU's native kernel level (AMX where it has it), the C engine
+capped at AVX-512, at AVX2 and at baseline x86-64 (MEMZIP_ISA; torch's and oneDNN's kernels restricted
+likewise), each with 1, 2 and 3 threads; other numbers of
 rows decoded together (1, 7, 64); the PyTorch reference instead of the C kernels; and, for every
 ``--python LABEL=/path/to/python`` given, that interpreter (a second virtualenv with another torch or
 transformers release, which imports this checkout's memzip through PYTHONPATH; such an interpreter
@@ -25,10 +26,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# the C engine's kernels capped by MEMZIP_ISA, torch's and oneDNN's by their own variables (the PyTorch
+# reference and the tokenizer side run under them)
 LEVELS = {
     "native": {},
-    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+    "avx512": {"MEMZIP_ISA": "avx512"},
+    "avx2": {"MEMZIP_ISA": "avx2", "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "baseline": {"MEMZIP_ISA": "baseline", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                 "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
 }
 
 

@@ -39,6 +39,8 @@ typedef struct {
     void *thread[MAX_THREADS];
     size_t thread_size[MAX_THREADS];
     size_t per_thread;
+    void *head[4]; /* the output head's buffers (head.c) */
+    size_t head_size[4];
 } Scratch;
 
 typedef struct {
@@ -68,11 +70,12 @@ void scratch_free(Scratch *s);
  * hidden_p bytes (the final norm's product activations), final_factor: m row factors */
 void model_forward(Model *M, Cache *cache, double *x, int rows, int n, uint8_t *final, double *final_factor);
 
-/* head.c: the output head on k positions' final activations (rows `pos` of final/factor, m rows) */
-void head_logits(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k, double *out);
-void head_frequencies(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
-                      int32_t *freq, int64_t *total);
-void head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+/* head.c: the output head on k positions' final activations (rows `pos` of final/factor, m rows);
+ * each returns 0, or -1 when a buffer could not be allocated (its outputs are then not made) */
+int head_logits(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k, double *out);
+int head_frequencies(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+                     int32_t *freq, int64_t *total);
+int head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
                     const int64_t *tokens, int64_t *lo, int64_t *hi, int64_t *total);
 void find_tokens(const int32_t *freq, int v, int k, const int64_t *target, int64_t *token, int64_t *lo, int64_t *hi);
 

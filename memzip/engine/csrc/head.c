@@ -23,6 +23,7 @@ typedef struct {
     int64_t *lo, *hi;   /* intervals */
     uint8_t *act;       /* [2k][hidden_p] gathered rows (column mode) */
     int32_t *sums;      /* [2k][np] (column mode) */
+    volatile int failed; /* a buffer could not be allocated: the call's outputs are not made */
 } Head;
 
 static void *thread_buffer(Model *M, int t, size_t bytes) {
@@ -34,6 +35,18 @@ static void *thread_buffer(Model *M, int t, size_t bytes) {
         s->thread_size[t] = s->thread[t] ? bytes : 0;
     }
     return s->thread[t];
+}
+
+/* a buffer kept by the model between calls (decoding asks for the same sizes at every step: no
+ * allocation, no page faults per step); slot 0..HEAD_BUFFERS-1 */
+static void *kept(Model *M, int slot, size_t bytes) {
+    Scratch *s = &M->scratch;
+    if (bytes > s->head_size[slot]) {
+        free(s->head[slot]);
+        s->head[slot] = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        s->head_size[slot] = s->head[slot] ? bytes : 0;
+    }
+    return s->head[slot];
 }
 
 static void gather(const Head *H, int i0, int i1, uint8_t *act) {
@@ -75,7 +88,10 @@ static void logits_rows(void *ctx, int t, int T) {
     size_t act_bytes = (size_t)2 * HEAD_CHUNK * kp, sum_bytes = (size_t)2 * HEAD_CHUNK * W->np * 4;
     size_t logit_bytes = (size_t)W->n * sizeof(double);
     char *buf = thread_buffer(M, t, act_bytes + sum_bytes + logit_bytes + R->extra + 256);
-    if (!buf) return;
+    if (!buf) {
+        H->failed = 1;
+        return;
+    }
     uint8_t *act = (uint8_t *)buf;
     int32_t *sums = (int32_t *)(buf + (act_bytes + 63) / 64 * 64);
     double *logits = (double *)((char *)sums + sum_bytes);
@@ -99,23 +115,24 @@ static void run_logits(Head *H, per_position each, size_t extra) {
     Model *M = H->M;
     if (H->k <= HEAD_CHUNK && !each) {
         size_t kp = M->config.hidden_p;
-        H->act = aligned_alloc(64, (2 * H->k * kp + 63) / 64 * 64);
-        H->sums = aligned_alloc(64, ((size_t)2 * H->k * M->head.np * 4 + 63) / 64 * 64);
+        H->act = kept(M, 0, 2 * H->k * kp);
+        H->sums = kept(M, 1, (size_t)2 * H->k * M->head.np * 4);
         if (H->act && H->sums) {
             gather(H, 0, H->k, H->act);
             pool_run(logits_columns, H);
+        } else {
+            H->failed = 1;
         }
-        free(H->act);
-        free(H->sums);
         return;
     }
     Rows R = {H, each, extra};
     pool_run(logits_rows, &R);
 }
 
-void head_logits(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k, double *out) {
+int head_logits(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k, double *out) {
     Head H = {M, final, factor, m, k, pos, out};
     run_logits(&H, NULL, 0);
+    return H.failed ? -1 : 0;
 }
 
 static void frequencies_of(Head *H, int i, double *l, void *scratch) {
@@ -165,25 +182,25 @@ static void frequencies_rows(void *ctx, int t, int T) {
     Head *H = ((Freq *)ctx)->H;
     int v = H->M->config.vocab;
     int64_t *e = thread_buffer(H->M, t, (size_t)v * sizeof(int64_t));
-    if (!e) return;
+    if (!e) {
+        H->failed = 1;
+        return;
+    }
     int i0, i1;
     split_range(H->k, t, T, 1, &i0, &i1);
     for (int i = i0; i < i1; i++) frequencies_of(H, i, H->logits + (size_t)i * v, e);
 }
 
-void head_frequencies(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
-                      int32_t *freq, int64_t *total) {
+int head_frequencies(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+                     int32_t *freq, int64_t *total) {
     int v = M->config.vocab;
-    double *logits = aligned_alloc(64, ((size_t)k * v * sizeof(double) + 63) / 64 * 64);
-    Freq *F = calloc(1, sizeof(Freq));
-    if (!logits || !F) {
-        free(logits);
-        free(F);
-        return;
-    }
+    double *logits = kept(M, 2, (size_t)k * v * sizeof(double));
+    Freq *F = kept(M, 3, sizeof(Freq));
+    if (!logits || !F) return -1;
     Head H = {M, final, factor, m, k, pos, logits, freq, total};
     F->H = &H;
     run_logits(&H, NULL, 0);
+    if (H.failed) return -1;
     int T = pool_threads();
     if (k <= HEAD_CHUNK && T > 1) {
         for (int i = 0; i < k; i++) F->top[i] = max_of(logits + (size_t)i * v, v);
@@ -200,8 +217,7 @@ void head_frequencies(Model *M, const uint8_t *final, const double *factor, int 
     } else {
         pool_run(frequencies_rows, F);
     }
-    free(logits);
-    free(F);
+    return H.failed ? -1 : 0;
 }
 
 static void interval_of(Head *H, int i, double *l, void *scratch) {
@@ -213,10 +229,11 @@ static void interval_of(Head *H, int i, double *l, void *scratch) {
     H->hi[i] = below + 1 + e[token] * SPARE(v) / sum;
 }
 
-void head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
-                    const int64_t *tokens, int64_t *lo, int64_t *hi, int64_t *total) {
+int head_intervals(Model *M, const uint8_t *final, const double *factor, int m, const int64_t *pos, int k,
+                   const int64_t *tokens, int64_t *lo, int64_t *hi, int64_t *total) {
     Head H = {M, final, factor, m, k, pos, NULL, NULL, total, tokens, lo, hi};
     run_logits(&H, interval_of, (size_t)M->config.vocab * sizeof(int64_t));
+    return H.failed ? -1 : 0;
 }
 
 void find_tokens(const int32_t *freq, int v, int k, const int64_t *target, int64_t *token, int64_t *lo, int64_t *hi) {

@@ -56,7 +56,7 @@ typedef struct {
     int size;
 } Element;
 
-static const Element I8 = {'i', 1}, U8 = {'u', 1}, I32 = {'i', 4}, I64 = {'i', 8}, F32 = {'f', 4}, F64 = {'f', 8};
+static const Element I8 = {'i', 1}, U8 = {'u', 1}, I32 = {'i', 4}, I64 = {'i', 8}, F64 = {'f', 8};
 
 static int element_matches(const Py_buffer *view, Element want) {
     const char *f = view->format ? view->format : "B";
@@ -152,6 +152,7 @@ static void model_dealloc(ModelObject *self) {
     free(s->o);
     free(s->gu);
     for (int t = 0; t < MAX_THREADS; t++) free(s->thread[t]);
+    for (int i = 0; i < 4; i++) free(s->head[i]);
     free(self->model.layer);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -374,8 +375,10 @@ static PyObject *model_logits_py(ModelObject *self, PyObject *args) {
         release(&vs);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS head_logits(&self->model, final, factor, m, pos, (int)k, out);
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = head_logits(&self->model, final, factor, m, pos, (int)k, out);
     Py_END_ALLOW_THREADS release(&vs);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -398,8 +401,10 @@ static PyObject *model_frequencies_py(ModelObject *self, PyObject *args) {
         release(&vs);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS head_frequencies(&self->model, final, factor, m, pos, (int)k, freq, total);
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = head_frequencies(&self->model, final, factor, m, pos, (int)k, freq, total);
     Py_END_ALLOW_THREADS release(&vs);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -430,8 +435,10 @@ static PyObject *model_intervals_py(ModelObject *self, PyObject *args) {
         release(&vs);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS head_intervals(&self->model, final, factor, m, pos, (int)k, tokens, lo, hi, total);
+    int status;
+    Py_BEGIN_ALLOW_THREADS status = head_intervals(&self->model, final, factor, m, pos, (int)k, tokens, lo, hi, total);
     Py_END_ALLOW_THREADS release(&vs);
+    if (status < 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
