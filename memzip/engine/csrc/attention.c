@@ -314,7 +314,7 @@ AMX void attention_amx(const HeadCache *c, int d, int R, const QueryRow *rows, c
         }
         _tile_zero(6);
         for (int dc = 0; dc < d; dc += 64) {
-            _tile_loadd(7, W.uq + dc, d);
+            if (d > 64 || b == 0) _tile_loadd(7, W.uq + dc, d); /* one chunk of 64 dims: loaded once */
             _tile_loadd(5, c->k + (size_t)b * 16 * d + (size_t)dc * 16, 64);
             _tile_dpbusd(6, 7, 5);
         }

@@ -201,9 +201,10 @@ static void rotate_task(void *ctx, int t, int T) {
     }
 }
 
-/* Items: (row, kv head, a block of consecutive positions), each the query rows of the kv head's G query
- * heads at those positions (at most ATT_ROWS rows), weighed by the keys they read; the threads take
- * consecutive items of about equal weight. */
+/* Items: (row, kv head, a block of consecutive positions, a part of the kv head's G query heads), each
+ * the query rows of those heads at those positions (at most ATT_ROWS rows), weighed by the keys they
+ * read times their heads; the threads take consecutive items of about equal weight. The heads are split
+ * into parts only when there are too few items to keep every thread busy (decoding one or two rows). */
 static long long item_cost(const Phase *P, int t0, int t1) { return (long long)(t1 - t0) * (P->start + t1); }
 
 static void attend_task(void *ctx, int t, int T) {
@@ -212,16 +213,19 @@ static void attend_task(void *ctx, int t, int T) {
     const Config *c = &M->config;
     int G = c->heads / c->kv_heads, d = c->head_dim;
     int npos = ATT_ROWS / G > 0 ? ATT_ROWS / G : 1;
+    int blocks = (P->n + npos - 1) / npos, pairs = P->rows * c->kv_heads;
+    int parts = (long long)pairs * blocks >= 2 * T ? 1 : (2 * T + pairs * blocks - 1) / (pairs * blocks);
+    parts = parts < G ? parts : G;
     int32_t *sums;
     uint8_t *own;
     double *mid, *tmp;
     void *work;
     thread_parts(M, t, P->m, &sums, &own, &mid, &tmp, &work);
-    long long per_pair = 0; /* the weight of one (row, kv head): every block of positions */
-    for (int t0 = 0; t0 < P->n; t0 += npos) per_pair += item_cost(P, t0, t0 + npos < P->n ? t0 + npos : P->n);
-    long long total = per_pair * P->rows * c->kv_heads, lo = total * t / T, hi = total * (t + 1) / T;
+    long long per_pair = 0; /* the weight of one (row, kv head): every block of positions, every head */
+    for (int t0 = 0; t0 < P->n; t0 += npos) per_pair += item_cost(P, t0, t0 + npos < P->n ? t0 + npos : P->n) * G;
+    long long total = per_pair * pairs, lo = total * t / T, hi = total * (t + 1) / T;
     long long before = 0;
-    for (int pair = 0; pair < P->rows * c->kv_heads; pair++) {
+    for (int pair = 0; pair < pairs; pair++) {
         if (before + per_pair <= lo) { /* every item of this pair belongs to earlier threads */
             before += per_pair;
             continue;
@@ -231,22 +235,25 @@ static void attend_task(void *ctx, int t, int T) {
         HeadCache hc = head_cache(P->cache, P->layer, row, g);
         for (int t0 = 0; t0 < P->n; t0 += npos) {
             int t1 = t0 + npos < P->n ? t0 + npos : P->n;
-            long long cost = item_cost(P, t0, t1);
-            long long last = before + cost - 1; /* an item belongs to the thread whose share holds its last unit */
-            before += cost;
-            if (last < lo || last >= hi) continue;
-            QueryRow q[ATT_ROWS];
-            int R = 0;
-            for (int k = t0; k < t1; k++) {
-                size_t i = (size_t)row * P->n + k;
-                for (int h = g * G; h < (g + 1) * G; h++, R++) {
-                    q[R].q = M->scratch.q8 + (i * c->heads + h) * d;
-                    q[R].cq = M->scratch.cq[i * c->heads + h];
-                    q[R].visible = P->start + k + 1;
-                    q[R].out = M->scratch.o + i * c->heads * d + (size_t)h * d;
+            for (int part = 0; part < parts; part++) {
+                int h0 = g * G + G * part / parts, h1 = g * G + G * (part + 1) / parts;
+                long long cost = item_cost(P, t0, t1) * (h1 - h0);
+                long long last = before + cost - 1; /* an item belongs to the thread whose share holds its last unit */
+                before += cost;
+                if (last < lo || last >= hi) continue;
+                QueryRow q[ATT_ROWS];
+                int R = 0;
+                for (int k = t0; k < t1; k++) {
+                    size_t i = (size_t)row * P->n + k;
+                    for (int h = h0; h < h1; h++, R++) {
+                        q[R].q = M->scratch.q8 + (i * c->heads + h) * d;
+                        q[R].cq = M->scratch.cq[i * c->heads + h];
+                        q[R].visible = P->start + k + 1;
+                        q[R].out = M->scratch.o + i * c->heads * d + (size_t)h * d;
+                    }
                 }
+                attention(&hc, d, R, q, M->att_table, work);
             }
-            attention(&hc, d, R, q, M->att_table, work);
         }
     }
 }
