@@ -146,6 +146,7 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
             "engine": ENGINE_VERSION,
             "prefix_id": lm.prefix_id,
             "hidden_size": lm.hidden_size,
+            "dictionary": "",
             "window": settings.window,
             "context": job.context if candidate.stored and candidate.spec.code == "none" else 0,
             "vectors": _vectors_field(candidate.spec, lm),
@@ -237,6 +238,8 @@ def _build(header: dict, segments: list[Segment], stored: dict[int, Stored], che
 def _model_for(c: Container, model, progress: Progress, load: Callable[[str | None], LanguageModel] | None) -> LanguageModel:
     """The model a container needs, proven by fingerprint and engine version before any decoding."""
     need_id, need_fp = c.header["model_id"], c.header["model_fingerprint"]
+    if c.header["dictionary"]:
+        raise ModelMismatchError(f"this file needs dictionary {c.header['dictionary']} (memzip -d -D DICTIONARY.mzd)")
     if c.header["engine"] != ENGINE_VERSION:
         raise ModelMismatchError(
             f"this file was made by engine '{c.header['engine']}'; this memzip runs engine '{ENGINE_VERSION}'"

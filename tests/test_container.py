@@ -39,6 +39,7 @@ def make(segments=((KIND_WINDOW, 3), (KIND_RAW, 5), (KIND_WINDOW, 2)), fallback=
         "hidden_size": HIDDEN,
         "window": 4,
         "context": 0,
+        "dictionary": "",
         "engine": "exact-2",
         "vectors": dict(vectors),
         "original_size": 100,
@@ -446,10 +447,11 @@ def test_segment_entries_are_canonical_varints(table):
 
 
 def test_the_default_profile_holds_the_packaged_models_header_in_a_few_bytes():
-    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0}
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0, "dictionary": ""}
     packed = container.pack_header(header)
     assert packed == bytes([container.PROFILE_DEFAULT]) + container.varint(1335) + container.varint(286) + b"\x00"
-    c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01\x02"], container.original_checksum(b"x"))
+    c = Container(header, [(KIND_WINDOW, 286), (KIND_WINDOW, 9)], b"", b"", [b"\x01\x02", b"\x03"],
+                  container.original_checksum(b"x"))
     back = container.read(container.write(c))
     assert back.header == {**header, "memzip_version": ""} and back.sizes["header"] == 6  # the version is not kept
     other = {**header, "prefix_id": 1}  # anything else goes to JSON
@@ -457,8 +459,9 @@ def test_the_default_profile_holds_the_packaged_models_header_in_a_few_bytes():
 
 
 def test_a_json_header_the_default_profile_would_hold_is_not_canonical():
-    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0}
-    c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01"], container.original_checksum(b"x"))
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0, "dictionary": ""}
+    c = Container(header, [(KIND_WINDOW, 286), (KIND_WINDOW, 9)], b"", b"", [b"\x01", b"\x03"],
+                  container.original_checksum(b"x"))
     blob = container.write(c)
     frame = container.pack_json(header)
     json_blob = blob[:5] + bytes([container.PROFILE_JSON]) + container.varint(len(frame)) + frame + blob[11:-4]
@@ -469,7 +472,7 @@ def test_a_json_header_the_default_profile_would_hold_is_not_canonical():
 
 
 def test_a_shared_context_must_lie_in_the_first_window():
-    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 200}
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 200, "dictionary": ""}
     ok = Container(header, [(KIND_WINDOW, 286), (KIND_WINDOW, 86)], b"", b"", [b"\x01", b"\x02"],
                    container.original_checksum(b"x"))
     assert container.read(container.write(ok)).header["context"] == 200
@@ -481,3 +484,50 @@ def test_a_shared_context_must_lie_in_the_first_window():
             body += container.varint(len(section)) + section
         with pytest.raises(ContainerError, match="shared context"):
             container.read(container.seal(body + container.original_checksum(b"x")))
+
+
+SINGLE = {**container.DEFAULT_PROFILE, "memzip_version": "0.7.0", "original_size": 1335, "window": 286, "context": 0,
+          "dictionary": ""}
+
+
+@pytest.mark.parametrize("dictionary", ["", "0a1b2c3d"])
+def test_a_single_window_of_the_packaged_model_is_stream_and_checksum(dictionary):
+    """Profiles 12 and 48: magic, version, profile, [dictionary ID], original size, tokens, the stream,
+    the original's checksum: 14 fixed bytes (18 with a dictionary) where the general layout takes 25."""
+    header = {**SINGLE, "dictionary": dictionary}
+    c = Container(header, [(KIND_WINDOW, 286)], b"", b"", [b"\x01\x02\x03"], container.original_checksum(b"x"))
+    blob = container.write(c)
+    profile = container.PROFILE_DICT_SINGLE if dictionary else container.PROFILE_SINGLE
+    assert blob == (container.MAGIC + bytes([container.FORMAT_VERSION, profile]) + bytes.fromhex(dictionary)
+                    + container.varint(1335) + container.varint(286) + b"\x01\x02\x03" + c.checksum)
+    back = container.read(blob)
+    assert back.header == {**header, "memzip_version": ""} and back.streams == [b"\x01\x02\x03"]
+    assert back.segments == [(KIND_WINDOW, 286)] and back.checksum == c.checksum
+    assert len(blob) - 3 == 14 + len(dictionary) // 2
+    for bad, message in ((blob[:-7] + blob[-4:], "truncated|empty"), (blob[:7], "truncated"),
+                         (blob.replace(container.varint(286), container.varint(1400), 1), "more tokens")):
+        with pytest.raises(ContainerError, match=message):
+            container.read(bad)
+
+
+def test_a_single_window_in_the_general_layout_is_not_canonical():
+    c = Container(dict(SINGLE), [(KIND_WINDOW, 286)], b"", b"", [b"\x01"], container.original_checksum(b"x"))
+    body = container.MAGIC + container.varint(container.FORMAT_VERSION) + container.pack_header(SINGLE)
+    for section in (container.pack_segments(c.segments), b"", container.pack_streams(c.streams), b""):
+        body += container.varint(len(section)) + section
+    with pytest.raises(ContainerError, match="single-window profile"):
+        container.read(container.seal(body + c.checksum))
+
+
+def test_dictionary_ids_are_kept_by_every_profile():
+    two = [(KIND_WINDOW, 286), (KIND_WINDOW, 9)]
+    for header in ({**SINGLE, "dictionary": "deadbeef"}, {**SINGLE, "dictionary": "deadbeef", "prefix_id": 2}):
+        c = Container(dict(header), two, b"", b"", [b"\x01", b"\x02"], container.original_checksum(b"x"))
+        back = container.read(container.write(c))
+        assert back.header["dictionary"] == "deadbeef"
+    assert container.pack_header({**SINGLE, "dictionary": "deadbeef"})[0] == container.PROFILE_DICT
+    for wrong in ("DEADBEEF", "dead", "deadbeef00"):
+        c = Container({**SINGLE, "dictionary": wrong, "prefix_id": 2}, two, b"", b"", [b"\x01", b"\x02"],
+                      container.original_checksum(b"x"))
+        with pytest.raises(ContainerError, match="dictionary"):
+            container.write(c)

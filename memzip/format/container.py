@@ -37,15 +37,22 @@ MAX_ENGINE_NAME = 64
 # zstd raw-content dictionary for the header frame: typical headers, so that field names and common
 # values cost almost nothing. Part of the format: docs/FORMAT.md gives its SHA-256.
 HEADER_DICTIONARY = (Path(__file__).parent / "header_dictionary.json").read_bytes()
-HEADER_DICTIONARY_SHA256 = "1e7cec3c85d9692c9246d3daee2a08cdd887aa978de43c2cb2236ed363b1230d"  # pinned by the format
+HEADER_DICTIONARY_SHA256 = "da43896037e9af3ebe492bc270e049a723e791615d747a898eac1346bda2512d"  # pinned by the format
 
 CHECKSUM_LEN = 4  # first bytes of the SHA-256 of the original file, checked after decoding
 TRAILER_LEN = 4  # first bytes of the SHA-256 of everything before it: finds corruption before decoding
 SECTIONS = ("segment table", "vectors", "tokens", "fallback")  # after the header, each length-prefixed
 
-# Header profiles: 0, a JSON header (any model and settings); 1, the packaged default model with no memory
-# vectors, whose fields are these (only original_size, window and context are stored, as varints).
-PROFILE_JSON, PROFILE_DEFAULT = 0, 1
+# Header profiles: 0, a JSON header (any model and settings); the packaged default model with no memory
+# vectors, whose fields are DEFAULT_PROFILE's: 1 (original_size, window and context stored, as varints),
+# 3 (the same after a 4-byte dictionary ID); 12 and 48, the same model in a file of one window and nothing
+# else (original_size and the window's tokens stored; without, with a dictionary ID), whose body is just
+# that window's stream and the original's checksum (no section lengths, no trailer: the checksum and the
+# stream's exact re-encoding prove the output). 12 and 48 differ from 0, 1 and 3 in at least two bits, so
+# that no single flipped bit turns a file with a trailer into one without.
+PROFILE_JSON, PROFILE_DEFAULT, PROFILE_DICT, PROFILE_SINGLE, PROFILE_DICT_SINGLE = 0, 1, 3, 12, 48
+SINGLE_PROFILES = (PROFILE_SINGLE, PROFILE_DICT_SINGLE)
+DICTIONARY_ID_LEN = 4  # bytes of a dictionary's ID (8 hex digits in a JSON header)
 DEFAULT_PROFILE = {
     "memzip_version": "",  # not recorded with this profile
     "model_id": "smollm2-135m-instruct",
@@ -66,6 +73,7 @@ HEADER_KEYS = {
     "engine": str,
     "prefix_id": int,
     "hidden_size": int,
+    "dictionary": str,
     "window": int,
     "context": int,
     "vectors": dict,
@@ -127,6 +135,9 @@ def _validate_header(header: dict) -> None:
     value = header["model_fingerprint"]
     if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise ContainerError("header field 'model_fingerprint' is not a SHA-256 hex digest")
+    value = header["dictionary"]
+    if value and (len(value) != 2 * DICTIONARY_ID_LEN or any(c not in "0123456789abcdef" for c in value)):
+        raise ContainerError("header field 'dictionary' is not a dictionary ID")
 
 
 def write(container: Container, packed_fallback: bytes | None = None) -> bytes:
@@ -142,6 +153,13 @@ def write(container: Container, packed_fallback: bytes | None = None) -> bytes:
         raise ValueError("one non-empty token stream per window is required")
     if len(container.checksum) != CHECKSUM_LEN:
         raise ValueError(f"the original's checksum must be {CHECKSUM_LEN} bytes")
+    if _single(container):
+        h = container.header
+        head = bytes([PROFILE_DICT_SINGLE if h["dictionary"] else PROFILE_SINGLE]) + _dictionary_id(h) + \
+            varint(h["original_size"]) + varint(container.segments[0][1])
+        stream = container.streams[0]
+        container.sizes = {"header": len(head), "segments": 0, "vectors": 0, "tokens": len(stream), "fallback": 0}
+        return MAGIC + varint(FORMAT_VERSION) + head + stream + container.checksum
     header = pack_header(container.header)
     table = pack_segments(container.segments)
     codes = zstd_frame(container.codes)
@@ -154,6 +172,23 @@ def write(container: Container, packed_fallback: bytes | None = None) -> bytes:
     container.sizes = {"header": len(header), "segments": len(table), "vectors": len(codes), "tokens": len(tokens),
                        "fallback": len(fallback)}
     return seal(body)
+
+
+def _default_like(header: dict) -> bool:
+    """Is ``header`` the packaged model's with no memory vectors (DEFAULT_PROFILE's fields)?"""
+    rest = {k: v for k, v in header.items() if k not in (*PROFILE_VALUES, "dictionary")}
+    return rest == {**DEFAULT_PROFILE, "memzip_version": rest.get("memzip_version")}
+
+
+def _single(container: Container) -> bool:
+    """Does the file hold one window and nothing else, with a default-like header (profiles 12 and 48)?"""
+    h = container.header
+    return (_default_like(h) and h["context"] == 0 and len(container.segments) == 1
+            and container.segments[0] == (KIND_WINDOW, h["window"]))
+
+
+def _dictionary_id(header: dict) -> bytes:
+    return bytes.fromhex(header["dictionary"])
 
 
 def pack_streams(streams: list[bytes]) -> bytes:
@@ -259,6 +294,8 @@ def read(blob: bytes) -> Container:
         raise ContainerError(
             f"format version {version} is not supported{newer}; this memzip reads version {FORMAT_VERSION}"
         )
+    if r.pos < len(blob) and blob[r.pos] in SINGLE_PROFILES:
+        return _read_single(blob, r)
     if len(blob) < r.pos + TRAILER_LEN + CHECKSUM_LEN:
         raise ContainerError("truncated file")
     body = blob[:-TRAILER_LEN]
@@ -289,16 +326,19 @@ def read(blob: bytes) -> Container:
     fallback = _unzstd(packed, raw_total, "fallback")
     sizes = {"header": header_size, "segments": len(table), "vectors": len(packed_codes),
              "tokens": len(packed_tokens), "fallback": len(packed)}
-    return Container(header, segments, codes, fallback, streams, body[-CHECKSUM_LEN:], sizes)
+    c = Container(header, segments, codes, fallback, streams, body[-CHECKSUM_LEN:], sizes)
+    if _single(c):
+        raise ContainerError("a file that the single-window profile would hold (not canonical)")
+    return c
 
 
 def pack_header(header: dict) -> bytes:
-    """The header: the default profile's byte and three varints (original_size, window, context) when
-    the header is that profile's, else the JSON profile's byte, a varint length and canonical JSON as
-    one zstd frame against HEADER_DICTIONARY."""
-    rest = {k: v for k, v in header.items() if k not in PROFILE_VALUES}
-    if rest == {**DEFAULT_PROFILE, "memzip_version": rest.get("memzip_version")}:
-        return bytes([PROFILE_DEFAULT]) + b"".join(varint(header[k]) for k in PROFILE_VALUES)
+    """The header: the default profile's byte (3 with a dictionary, then its 4-byte ID) and three
+    varints (original_size, window, context) when the header is that profile's, else the JSON profile's
+    byte, a varint length and canonical JSON as one zstd frame against HEADER_DICTIONARY."""
+    if _default_like(header):
+        profile = PROFILE_DICT if header["dictionary"] else PROFILE_DEFAULT
+        return bytes([profile]) + _dictionary_id(header) + b"".join(varint(header[k]) for k in PROFILE_VALUES)
     frame = pack_json(header)
     return bytes([PROFILE_JSON]) + varint(len(frame)) + frame
 
@@ -309,20 +349,45 @@ def pack_json(header: dict) -> bytes:
     return zstd_frame(text, _header_dictionary())
 
 
+def _implied(dictionary: bytes, values: dict) -> dict:
+    return {**DEFAULT_PROFILE, "vectors": dict(DEFAULT_PROFILE["vectors"]), "settings": {},
+            "dictionary": dictionary.hex(), **values}
+
+
 def _read_header(r: Reader) -> dict:
     (profile,) = r.take(1, "header profile")
-    if profile == PROFILE_DEFAULT:
-        values = {k: r.varint(k.replace("_", " ")) for k in PROFILE_VALUES}
-        return {**DEFAULT_PROFILE, "vectors": dict(DEFAULT_PROFILE["vectors"]), "settings": {}, **values}
+    if profile in (PROFILE_DEFAULT, PROFILE_DICT):
+        dictionary = r.take(DICTIONARY_ID_LEN, "dictionary ID") if profile == PROFILE_DICT else b""
+        return _implied(dictionary, {k: r.varint(k.replace("_", " ")) for k in PROFILE_VALUES})
     if profile != PROFILE_JSON:
         raise ContainerError(f"header profile {profile} is unknown")
     header = unpack_header(r.section("header"))
     if not isinstance(header, dict):
         raise ContainerError("header is not a JSON object")
-    if {k: v for k, v in header.items() if k not in (*PROFILE_VALUES, "memzip_version")} == \
-            {k: v for k, v in DEFAULT_PROFILE.items() if k != "memzip_version"}:
+    if set(header) == set(HEADER_KEYS) and _default_like(header):
         raise ContainerError("a JSON header that the default profile would hold (not canonical)")
     return header
+
+
+def _read_single(blob: bytes, r: Reader) -> Container:
+    """Profiles 12 and 48: one window, its stream, the original's checksum."""
+    if len(blob) <= r.pos + 1 + CHECKSUM_LEN:
+        raise ContainerError("truncated file")
+    body = Reader(blob[:-CHECKSUM_LEN])
+    body.pos = r.pos
+    (profile,) = body.take(1, "header profile")
+    dictionary = body.take(DICTIONARY_ID_LEN, "dictionary ID") if profile == PROFILE_DICT_SINGLE else b""
+    size, tokens = body.varint("original size"), body.varint("window")
+    header = _implied(dictionary, {"original_size": size, "window": tokens, "context": 0})
+    header_size = body.pos - r.pos
+    _validate_header(header)
+    if tokens > size:  # every window token stands for at least one byte
+        raise ContainerError("windows hold more tokens than the original file has bytes")
+    stream = body.blob[body.pos :]
+    if not stream:
+        raise ContainerError("truncated file (the token stream is empty or missing)")
+    sizes = {"header": header_size, "segments": 0, "vectors": 0, "tokens": len(stream), "fallback": 0}
+    return Container(header, [(KIND_WINDOW, tokens)], b"", b"", [stream], blob[-CHECKSUM_LEN:], sizes)
 
 
 def _header_dictionary() -> zstandard.ZstdCompressionDict:
