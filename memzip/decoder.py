@@ -15,13 +15,15 @@ from . import rows
 from .format import tokencoder
 
 
-def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=None, context: int = 0) -> list[list[int]]:
+def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=None, context: int = 0,
+                   start=None) -> list[list[int]]:
     """Regenerate windows of ``lengths[i]`` tokens from their token ``streams`` (one per window; None:
     greedy decoding, the top token at every step) and memory ``vectors`` (None: none), one token per
     step. With a shared ``context`` (tokens), every window but the first is decoded after the first
     window's first ``context`` tokens: the first window decodes those alone, then its cache becomes every
-    row's start (Engine.fork_cache). ``on_step(tokens_done)`` follows each step. A stream that is not
-    exactly what the encoder writes for the tokens it decodes to raises ValueError."""
+    row's start (Engine.fork_cache). With a dictionary (``start``), every row begins with it (its cache
+    evaluated once, forked). ``on_step(tokens_done)`` follows each step. A stream that is not exactly
+    what the encoder writes for the tokens it decodes to raises ValueError."""
     lengths = list(lengths)
     if streams is not None and len(streams) != len(lengths):
         raise ValueError("one token stream per window is required")
@@ -29,6 +31,8 @@ def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=N
         raise ValueError("windows hold at least one token")
     if context and (vectors is not None or not lengths or context > lengths[0]):
         raise ValueError("a shared context is the start of the first window, without memory vectors")
+    if start is not None and vectors is not None:
+        raise ValueError("a dictionary and memory vectors do not go together")
     rows.check_vectors(lm, vectors, len(lengths))
     engine, offset = lm.engine, rows.positions_before(vectors)
     coders = [tokencoder.Decoder(s) for s in streams] if streams is not None else None
@@ -60,29 +64,42 @@ def decode_windows(lm, lengths: list[int], streams=None, vectors=None, on_step=N
             on_step(done)
         return nxt
 
-    for batch in rows.decoding_batches([n + context for n in lengths]):
+    # what every row begins with: the dictionary's cache (all its positions but the last) and that last
+    # position's embedding, or no cache and the prefix token
+    if start is not None:
+        base, base_last = start.prepared()
+    else:
+        base, base_last = None, rows.row_starts(lm, None, [0])
+    base_len = base.length if base is not None else 0
+
+    def fork(count: int, capacity: int):
+        return engine.fork_cache(base, 0, count, capacity) if base is not None else engine.new_cache(count, capacity)
+
+    for batch in rows.decoding_batches([n + context + base_len for n in lengths]):
         if context:
-            # one row holding [prefix, context[:-1]]; its last context token is every row's next input
-            shared = engine.new_cache(1, context)
+            # one row holding [start, context[:-1]]; its last context token is every row's next input
+            shared = fork(1, base_len + context)
             if batch[0] == 0:  # the first window decodes the context itself
-                x = rows.row_starts(lm, None, [0])
+                x = base_last
                 for _ in range(context):
                     token = step([0], [0], engine.forward(x, shared), torch.tensor([0]))[0]
                     x = engine.embed(torch.tensor([[token]]))
                 shared_last = x
             else:
                 ctx = decoded[0][:context]
-                x = torch.cat([rows.row_starts(lm, None, [0]), engine.embed(torch.tensor([ctx[:-1]]))], 1)
-                engine.forward(x, shared)
+                engine.forward(torch.cat([base_last, engine.embed(torch.tensor([ctx[:-1]]))], 1), shared)
                 shared_last = engine.embed(torch.tensor([[ctx[-1]]]))
         remaining = [lengths[i] - (len(decoded[i]) if i == 0 else 0) for i in batch]
         steps = max(remaining)
         if context:
-            cache = engine.fork_cache(shared, 0, len(batch), context + steps)
+            cache = engine.fork_cache(shared, 0, len(batch), base_len + context + steps)
             x = shared_last.expand(len(batch), 1, -1).contiguous()
-        else:
+        elif vectors is not None:
             cache = engine.new_cache(len(batch), offset + steps - 1)
             x = rows.row_starts(lm, vectors, batch)
+        else:
+            cache = fork(len(batch), base_len + steps)
+            x = base_last.expand(len(batch), 1, -1).contiguous()
         for k in range(steps):
             hidden = engine.forward(x, cache)
             last = torch.arange(len(batch)) * x.shape[1] + x.shape[1] - 1

@@ -19,30 +19,42 @@ from . import rows
 from .format import tokencoder
 
 
-def evaluate_windows(lm, windows, vectors, on_progress, per_batch, context=()):
+def evaluate_windows(lm, windows, vectors, on_progress, per_batch, context=(), start=None, before=None):
     """Evaluate whole windows all at once, in batches; ``per_batch(batch, hidden, positions, targets)``
     gets, for the windows ``batch``, the flat positions predicting each of their tokens (in order) and
     those tokens. Every window but the first is evaluated after the ``context`` tokens (the file's
-    shared context: rows.context_of). ``on_progress(tokens_done)`` follows each batch. Returns the
-    windows as lists."""
+    shared context: rows.context_of), or window i after ``before[i]`` when given; with a dictionary
+    (``start``), every row begins with it, evaluated once and forked. ``on_progress(tokens_done)``
+    follows each batch. Returns the windows as lists."""
     windows = [list(w) for w in windows]
     rows.check_vectors(lm, vectors, len(windows))
     if any(not w for w in windows):
         raise ValueError("windows hold at least one token")
-    engine, offset = lm.engine, rows.positions_before(vectors)
-    before = [list(context) if i else [] for i in range(len(windows))]
+    if start is not None and vectors is not None:
+        raise ValueError("a dictionary and memory vectors do not go together")
+    engine = lm.engine
+    offset = start.positions if start is not None else rows.positions_before(vectors)
+    if before is None:
+        before = [list(context) if i else [] for i in range(len(windows))]
     done = 0
     for batch in rows.prefill_batches([len(w) + offset + len(c) for w, c in zip(windows, before)]):
         inputs = [before[i] + windows[i][:-1] for i in batch]  # every token but the last is an input
         feed = torch.zeros((len(batch), max(len(t) for t in inputs)), dtype=torch.long)
         for r, t in enumerate(inputs):  # shorter rows padded
             feed[r, : len(t)] = torch.tensor(t, dtype=torch.long)
-        x = torch.cat([rows.row_starts(lm, vectors, batch), engine.embed(feed)], 1)
-        hidden = engine.forward(x, engine.new_cache(len(batch), x.shape[1]))
-        # the logits at position offset - 1 + len(context) + k predict token k of the row
+        if start is None:
+            x = torch.cat([rows.row_starts(lm, vectors, batch), engine.embed(feed)], 1)
+            cache = engine.new_cache(len(batch), x.shape[1])
+            first_at = offset - 1  # x's position predicting the row's first token (after its context)
+        else:  # the dictionary's cache, forked; x begins with its last position
+            base, last = start.prepared()
+            x = torch.cat([last.expand(len(batch), 1, -1), engine.embed(feed)], 1)
+            cache = engine.fork_cache(base, 0, len(batch), base.length + x.shape[1])
+            first_at = 0
+        hidden = engine.forward(x, cache)
         positions, targets = [], []
         for r, i in enumerate(batch):
-            first = r * x.shape[1] + offset - 1 + len(before[i])
+            first = r * x.shape[1] + first_at + len(before[i])
             positions += range(first, first + len(windows[i]))
             targets += windows[i]
         per_batch(batch, hidden, torch.tensor(positions), torch.tensor(targets))
@@ -52,11 +64,11 @@ def evaluate_windows(lm, windows, vectors, on_progress, per_batch, context=()):
     return windows
 
 
-def code_windows(lm, windows, vectors=None, on_progress=None, context=()):
+def code_windows(lm, windows, vectors=None, on_progress=None, context=(), start=None, before=None):
     """Every window's token stream and its size in bits (-log2 of each token's probability, summed):
     the model's distribution at each position, from one all-at-once evaluation per batch of windows;
-    every window but the first is coded after the ``context`` tokens. Returns (streams, bits), one per
-    window."""
+    every window but the first is coded after the ``context`` tokens (or window i after ``before[i]``),
+    every row after the dictionary ``start`` when given. Returns (streams, bits), one per window."""
     intervals: dict[int, list] = {}
     bits: dict[int, float] = {}
     engine = lm.engine
@@ -70,5 +82,5 @@ def code_windows(lm, windows, vectors=None, on_progress=None, context=()):
             bits[i] = sum(math.log2(t / (h - lo)) for lo, h, t in intervals[i])
             pos += n
 
-    windows = evaluate_windows(lm, windows, vectors, on_progress, per_batch, context)
+    windows = evaluate_windows(lm, windows, vectors, on_progress, per_batch, context, start, before)
     return [tokencoder.encode(intervals[i]) for i in range(len(windows))], [bits[i] for i in range(len(windows))]
