@@ -31,10 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="memzip", description="Lossless text compression with a frozen language model: "
                                 "every token arithmetic-coded with the model's probabilities, on an exact engine.")
     p.add_argument("--version", action="version", version=f"memzip {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{c,x,info}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{c,x,info,train}")
+
+    t = sub.add_parser("train", help="make a dictionary from sample files (like zstd --train)")
 
     def io_options(sp):
-        sp.add_argument("files", nargs="+", metavar="FILE", help="input files ('-' for standard input)")
+        if sp is t:
+            sp.add_argument("files", nargs="+", metavar="SAMPLE", help="sample files or directories (searched recursively)")
+        else:
+            sp.add_argument("files", nargs="+", metavar="FILE", help="input files ('-' for standard input)")
         sp.add_argument("-o", "--output", metavar="OUT", help="output file (one input only; '-' for stdout)")
         sp.add_argument("-c", "--stdout", action="store_true", help="write to standard output")
         sp.add_argument("-f", "--force", action="store_true", help="overwrite existing output files")
@@ -43,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-k", "--keep", action="store_true", help="keep the input (always done; accepted as gzip does)")
         sp.add_argument("--model", metavar="PATH|ID", help="model directory or ID (default: packaged SmolLM2-135M-Instruct)")
         sp.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+        if sp is not t:
+            sp.add_argument("-D", "--dictionary", metavar="DICT.mzd",
+                            help="a dictionary made by `memzip train` (every row starts after its text; a file made "
+                            "with one is restored with the same one)")
         sp.add_argument("-T", "--threads", type=int, default=None,
                         help="CPU threads (default: the cores here); only speed depends on it, never a bit of the "
                         "output: the exact engine computes the same logits with any count")
@@ -100,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
+
+    io_options(t)
+    from .dictionary import BUDGETS
+
+    t.add_argument("--max-tokens", type=int, default=BUDGETS[-1],
+                   help=f"largest dictionary in tokens; train tries budgets up to it and keeps what makes held-out "
+                   f"samples smallest, preferring the smaller (default {BUDGETS[-1]}; a larger dictionary makes every "
+                   "decoding step attend to more positions)")
 
     i = sub.add_parser("info", help="describe .mz files")
     i.add_argument("files", nargs="+", metavar="FILE")
@@ -201,6 +218,17 @@ class _Models:
             self.loaded[model_id] = load_model(spec, device=self.device, progress=self.say)
         return self.loaded[model_id]
 
+    def dictionary(self, path: str | None, lm):
+        """The dictionary at ``path`` for ``lm``, read and evaluated once per command (None without one)."""
+        if path is None:
+            return None
+        key = (os.path.abspath(path), id(lm))
+        if key not in self.loaded:
+            from .dictionary import load
+
+            self.loaded[key] = load(path, lm)
+        return self.loaded[key]
+
 
 def _run_file(args, path: str, models: _Models, progress, say) -> None:
     from . import codec
@@ -231,9 +259,11 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
     journal = None
     if args.command == "c":
         journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
-        out, r = codec.compress_with_report(data, lm, _settings(args), progress, journal_path=journal)
+        out, r = codec.compress_with_report(data, lm, _settings(args), progress, journal_path=journal,
+                                            dictionary=models.dictionary(args.dictionary, lm))
     else:
-        out = codec.decompress_container(parsed, args.model, progress, load=models.load)
+        dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
+        out = codec.decompress_container(parsed, args.model, progress, load=models.load, dictionary=dictionary)
     elapsed = time.monotonic() - started
     if target is None:
         sys.stdout.buffer.write(out)
@@ -260,6 +290,43 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
             say("  sections: " + _sections(r.sizes))
     else:
         say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+
+
+def _samples(paths: list[str]) -> list[str]:
+    """Every regular file named, and every one under a named directory (sorted)."""
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            out += sorted(str(p) for p in __import__("pathlib").Path(path).rglob("*") if p.is_file())
+        elif os.path.isfile(path):
+            out.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return out
+
+
+def _train(args, models: _Models, say) -> None:
+    """memzip train -o DICT.mzd SAMPLES...: a dictionary for files like the samples."""
+    from .dictionary import train
+    from .files import write_atomically
+    from .format import dictionary as dictfile
+
+    if not args.output or args.output == "-":
+        raise UsageError("train writes a file: name it with -o DICT.mzd")
+    if os.path.exists(args.output) and not args.force:
+        raise UsageError(f"{args.output} already exists; use -f to overwrite")
+    paths = _samples(args.files)
+    if not paths:
+        raise UsageError("train needs sample files")
+    samples = [_read_input(p) for p in paths]
+    lm = models.load(args.model)
+    started = time.monotonic()
+    file = train(samples, lm, max_tokens=args.max_tokens, progress=None if args.quiet else say)
+    blob = dictfile.write(file)
+    write_atomically(args.output, blob, force=args.force)
+    say(f"{args.output}: dictionary {file.id}, {file.header['tokens']} tokens "
+        f"({file.header['samples']['text']}) from {len(samples)} samples of {sum(map(len, samples)):,} bytes; "
+        f"{time.monotonic() - started:.1f} s")
 
 
 # Rough speeds on a 2-core CPU (docs/RESULTS.md): compression of predicted windows, and one decoding step
@@ -314,6 +381,7 @@ def _info(path: str) -> None:
         f"model:           {h['model_id']}",
         f"fingerprint:     {h['model_fingerprint']}",
         f"engine:          {h['engine']} (memzip's exact engine: the same logits on every machine)",
+        "dictionary:      " + (f"{h['dictionary']} (restore with memzip -d -D DICT.mzd)" if h["dictionary"] else "none"),
         f"original:        {h['original_size']} bytes (checksum: SHA-256 begins {c.checksum.hex()})",
         f"compressed:      {len(blob)} bytes, ratio "
         + (f"{len(blob) / h['original_size']:.3f}" if h["original_size"] else "n/a (empty input)"),
@@ -345,7 +413,7 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-COMMANDS = ("c", "x", "info")
+COMMANDS = ("c", "x", "info", "train")
 
 
 def gzip_style(argv: list[str]) -> list[str]:
@@ -370,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.files:
                 _info(path)
             return 0
-        if args.output and len(args.files) > 1:
+        if args.output and len(args.files) > 1 and args.command != "train":
             raise UsageError("-o takes a single input file")
         if args.threads is not None:
             if args.threads < 1:
@@ -380,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         progress, say = _rich_progress(args.quiet)
         models = _Models(args.device, say)
+        if args.command == "train":
+            _train(args, models, say)
+            return 0
         for path in args.files:
             try:
                 _run_file(args, path, models, progress, say)

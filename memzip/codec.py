@@ -33,7 +33,7 @@ from .format.container import KIND_RAW, KIND_WINDOW, Container
 from .format.vectors import VectorSpec
 from .model import LanguageModel, load_model
 from .progress import Progress
-from .settings import DEFAULT_WINDOW, CompressSettings, row_plan
+from .settings import DEFAULT_WINDOW, MAX_ROW, CompressSettings, row_plan
 from .strategies import Job, Outcome, Stored, percentile
 from .windows import Segment, Tokenized, tokenize
 
@@ -69,7 +69,7 @@ def _model(model, progress: Progress) -> LanguageModel:
 
 
 def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings,
-                      tokenized: Tokenized | None = None) -> CompressSettings:
+                      tokenized: Tokenized | None = None, dictionary=None) -> CompressSettings:
     """``settings`` with every default decided for this input and model, once per compression (the
     header and the journal record them): the window length, from the input's tokens (``tokenized``,
     ``data`` tokenized by ``lm``, is made here if needed and not given), and for memory vectors what the
@@ -79,13 +79,17 @@ def resolved_settings(data: bytes, lm: LanguageModel, settings: CompressSettings
         window, context = DEFAULT_WINDOW, 0
     elif window is None:
         tokenized = tokenized if tokenized is not None else tokenize(data, lm.tokenizer)
-        window, planned = row_plan(_tokens_for_rows(tokenized, lm), settings.level)
+        room = MAX_ROW - (dictionary.positions if dictionary is not None else 1)
+        window, planned = row_plan(_tokens_for_rows(tokenized, lm), settings.level, room)
         # the rows' own length stays the plan's; a context other than the level's lengthens the first
         wanted = planned if context is None and settings.vectors.code == "none" else context or 0
         window, context = window - planned + wanted, wanted
     context = context or 0
-    if not 1 <= window <= container.MAX_WINDOW_TOKENS or context >= window:
-        raise SettingsError(f"window must be 1..{container.MAX_WINDOW_TOKENS} tokens, more than the context")
+    longest = container.MAX_WINDOW_TOKENS - (dictionary.positions - 1 if dictionary is not None else 0)
+    if not 1 <= window <= longest or context >= window:
+        raise SettingsError(f"window must be 1..{longest} tokens, more than the context")
+    if dictionary is not None and settings.vectors.code != "none":
+        raise SettingsError("vectors: a dictionary applies to model-coded rows, not to memory vectors")
     optimizer = settings.optimizer
     if settings.vectors.code != "none":
         from .vectors.optimizer import resolved
@@ -104,15 +108,16 @@ def _tokens_for_rows(tokenized: Tokenized, lm: LanguageModel) -> int:
 
 
 def compress(data: bytes, model: LanguageModel | str | None = None, settings: CompressSettings = CompressSettings(),
-             progress: Progress | None = None, journal_path: str | None = None) -> bytes:
-    """Compress ``data``; ``model`` is a loaded LanguageModel, a model ID/path, or None for the default.
-    What happened to the windows: ``compress_with_report``."""
-    return compress_with_report(data, model, settings, progress, journal_path)[0]
+             progress: Progress | None = None, journal_path: str | None = None, dictionary=None) -> bytes:
+    """Compress ``data``; ``model`` is a loaded LanguageModel, a model ID/path, or None for the default;
+    ``dictionary`` a memzip.dictionary.Dictionary for that model (every row starts after it). What
+    happened to the windows: ``compress_with_report``."""
+    return compress_with_report(data, model, settings, progress, journal_path, dictionary)[0]
 
 
 def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
                          settings: CompressSettings = CompressSettings(), progress: Progress | None = None,
-                         journal_path: str | None = None) -> tuple[bytes, CompressReport]:
+                         journal_path: str | None = None, dictionary=None) -> tuple[bytes, CompressReport]:
     """``compress``, and the report of what it did with the input's windows.
 
     With ``journal_path``, windows whose memory vectors are optimized are journaled there as they
@@ -122,11 +127,13 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
     progress = progress or Progress()
     lm = _model(model, progress)
     tokenized = tokenize(data, lm.tokenizer)
-    settings = resolved_settings(data, lm, settings, tokenized)
+    if dictionary is not None and dictionary.lm is not lm:
+        raise SettingsError("dictionary: bound to another model than the one compressing (memzip.dictionary.bind)")
+    settings = resolved_settings(data, lm, settings, tokenized, dictionary)
     segments = tokenized.segments(lm.token_bytes, settings.window, settings.window - settings.context)
     windows = [s for s in segments if s.is_window]
     context = min(settings.context, len(windows[0].tokens)) if len(windows) > 1 else 0
-    job = Job(data, windows, settings, lm, progress, journal_path, context)
+    job = Job(data, windows, settings, lm, progress, journal_path, context, dictionary)
     strategy = strategies.for_settings(settings)
     outcome = strategy.store(job)
     if job.context and outcome.stored and 0 not in outcome.stored:
@@ -146,7 +153,7 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
             "engine": ENGINE_VERSION,
             "prefix_id": lm.prefix_id,
             "hidden_size": lm.hidden_size,
-            "dictionary": "",
+            "dictionary": dictionary.id if dictionary is not None and candidate.stored else "",
             "window": settings.window,
             "context": job.context if candidate.stored and candidate.spec.code == "none" else 0,
             "vectors": _vectors_field(candidate.spec, lm),
@@ -238,8 +245,6 @@ def _build(header: dict, segments: list[Segment], stored: dict[int, Stored], che
 def _model_for(c: Container, model, progress: Progress, load: Callable[[str | None], LanguageModel] | None) -> LanguageModel:
     """The model a container needs, proven by fingerprint and engine version before any decoding."""
     need_id, need_fp = c.header["model_id"], c.header["model_fingerprint"]
-    if c.header["dictionary"]:
-        raise ModelMismatchError(f"this file needs dictionary {c.header['dictionary']} (memzip -d -D DICTIONARY.mzd)")
     if c.header["engine"] != ENGINE_VERSION:
         raise ModelMismatchError(
             f"this file was made by engine '{c.header['engine']}'; this memzip runs engine '{ENGINE_VERSION}'"
@@ -270,28 +275,32 @@ def _model_for(c: Container, model, progress: Progress, load: Callable[[str | No
     return lm
 
 
-def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None) -> bytes:
+def decompress(blob: bytes, model: LanguageModel | str | None = None, progress: Progress | None = None,
+               dictionary=None) -> bytes:
     """Restore the original bytes, or raise: never returns data that fails the recorded checksum.
 
-    ``model`` overrides where the model comes from (its fingerprint must still match the file)."""
-    return decompress_container(container.read(blob), model, progress)
+    ``model`` overrides where the model comes from (its fingerprint must still match the file);
+    ``dictionary`` is the dictionary a file made with one needs (memzip.dictionary)."""
+    return decompress_container(container.read(blob), model, progress, dictionary=dictionary)
 
 
 def decompress_container(c: Container, model: LanguageModel | str | None = None, progress: Progress | None = None,
-                         load: Callable[[str | None], LanguageModel] | None = None) -> bytes:
+                         load: Callable[[str | None], LanguageModel] | None = None, dictionary=None) -> bytes:
     """``decompress`` for a container already read (``container.read``). When ``model`` is not a loaded
     model, ``load(model ID or path)`` loads the one needed (default: ``load_model``); a file whose every
-    segment is raw loads none."""
+    segment is raw loads none. ``dictionary``: a memzip.dictionary.Dictionary, or a callable giving the
+    Dictionary for a loaded model (the CLI's -D, which binds it once the model is known)."""
     progress = progress or Progress()
     tokens: list[list[int]] = []
     lm = None
     if c.window_count:
         lm = _model_for(c, model, progress, load)
+        start = _dictionary_for(c, lm, dictionary)
         lengths = c.window_lengths
         progress.phase("decoding", sum(lengths))
         try:
             tokens = decode_windows(lm, lengths, c.streams, _stored_vectors(c, lm), progress.update,
-                                    context=c.header["context"])
+                                    context=c.header["context"], start=start)
         except ValueError as exc:  # a stream that is not exactly what the encoder writes
             raise ContainerError(str(exc)) from None
         progress.done()
@@ -299,6 +308,22 @@ def decompress_container(c: Container, model: LanguageModel | str | None = None,
     if len(out) != c.header["original_size"] or container.original_checksum(out) != c.checksum:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out
+
+
+def _dictionary_for(c: Container, lm: LanguageModel, dictionary):
+    """The dictionary the file needs, proven by ID before decoding (None for a file made without one)."""
+    need = c.header["dictionary"]
+    if callable(dictionary):
+        dictionary = dictionary(lm)
+    if not need:
+        return None
+    if dictionary is None:
+        raise ModelMismatchError(f"this file needs dictionary {need} (memzip -d -D DICTIONARY.mzd)")
+    if dictionary.id != need:
+        raise ModelMismatchError(f"this file needs dictionary {need}, not {dictionary.id}")
+    if max(c.window_lengths) + dictionary.positions - 1 > MAX_ROW:
+        raise ContainerError("windows and dictionary exceed the engine's positions per row")
+    return dictionary
 
 
 def _stored_vectors(c: Container, lm: LanguageModel):

@@ -7,10 +7,10 @@ once per command (``Dictionary.prepared``: its KV cache, forked for every batch 
 ``fork_cache``), so each file costs only its own tokens. Files record the dictionary's ID and are refused
 without it.
 
-Training picks the text the way zstd's COVER algorithm picks segments: samples are cut into segments of
-SEGMENT tokens, each segment is worth the number of samples its token n-grams occur in (an n-gram counted
-once), and segments are taken greedily, most valuable first, each taking the value of its n-grams with it,
-until the token budget is spent; the most valuable segments end up nearest the files.
+Training (``train``) tries two ways of picking the text and a few token budgets, and keeps what makes
+held-out samples smallest: segments picked the way zstd's COVER algorithm picks them (samples cut into
+segments of SEGMENT tokens, each worth the number of samples its token n-grams occur in, taken greedily,
+each taking the value of its n-grams with it, the most valuable nearest the files), or whole samples.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from .format.dictionary import DictionaryFile
 
 SEGMENT = 64  # tokens per candidate segment
 NGRAM = 4  # tokens per n-gram a segment is valued by
-DEFAULT_MAX_TOKENS = 1024
+MAX_SAMPLE_TOKENS = 8192  # tokens of one sample looked at
 
 
 class DictionaryMismatch(MemzipError):
@@ -137,15 +137,69 @@ def select_text(samples: list[list[int]], max_tokens: int) -> list[list[int]]:
     return chosen[::-1]
 
 
-def train(samples: list[bytes], lm, max_tokens: int = DEFAULT_MAX_TOKENS) -> DictionaryFile:
-    """A text dictionary for files like ``samples`` (memzip train)."""
-    if not samples:
-        raise MemzipError("train needs sample files")
-    tokenized = [lm.tokenizer(s.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"] for s in samples]
-    tokens = [t for piece in select_text(tokenized, max_tokens) for t in piece]
+def whole_samples(samples: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Whole samples, as many as fit in ``max_tokens`` (the alternative to COVER's segments: a few
+    complete files show the model a kind's whole structure)."""
+    chosen, used = [], 0
+    for tokens in samples:
+        if used + len(tokens) > max_tokens:
+            continue
+        chosen.append(tokens)
+        used += len(tokens)
+    return chosen
+
+
+BUDGETS = (1024, 2048, 4096)  # token budgets tried by train, up to its max_tokens
+CLOSE = 1.02  # a smaller dictionary within this factor of the best is preferred (cheaper decoding steps)
+
+
+def _file(lm, tokens: list[int], samples: list[bytes], how: str) -> DictionaryFile:
     header = {"memzip_version": __version__, "model_id": lm.model_id, "model_fingerprint": lm.fingerprint,
               "engine": ENGINE_VERSION, "hidden_size": lm.hidden_size, "tokens": len(tokens), "vectors": 0,
-              "placement": "after", "samples": {"files": len(samples), "bytes": sum(map(len, samples))}}
+              "placement": "after", "samples": {"files": len(samples), "bytes": sum(map(len, samples)), "text": how}}
     file = DictionaryFile(header, tokens)
     dictfile.write(file)  # sets the ID
     return file
+
+
+def held_out_bits(lm, file: DictionaryFile, held_out: list[list[int]]) -> float:
+    """Bits the held-out samples' streams take after the dictionary (each one row, as small files are)."""
+    from .encoder import code_windows
+
+    return sum(code_windows(lm, held_out, start=bind(file, lm))[1])
+
+
+def train(samples: list[bytes], lm, max_tokens: int = BUDGETS[-1], progress=None) -> DictionaryFile:
+    """A text dictionary for files like ``samples`` (memzip train). Candidates (COVER's segments and
+    whole samples, at each budget up to ``max_tokens``) are built from all but every eighth sample and
+    judged by the bits those held-out samples take after them; the winner (the smallest within CLOSE of
+    the best) is built again from every sample."""
+    if not samples:
+        raise MemzipError("train needs sample files")
+    say = progress or (lambda _text: None)
+    tokenized = [lm.tokenizer(s.decode("utf-8", "replace"), add_special_tokens=False)["input_ids"] for s in samples]
+    tokenized = [t[: MAX_SAMPLE_TOKENS] for t in tokenized if t]
+    if not tokenized:
+        raise MemzipError("train needs sample files with text")
+    budgets = [b for b in BUDGETS if b < max_tokens] + [min(max_tokens, dictfile.MAX_TOKENS)]
+    methods = {"segments": select_text, "samples": whole_samples}
+    held_out = set(list(range(7, len(tokenized), 8))[:16])  # every eighth sample, at most 16
+    held = [tokenized[i] for i in sorted(held_out)]
+    rest = [t for i, t in enumerate(tokenized) if i not in held_out]
+    choice = ("segments", budgets[-1])
+    if held:
+        scored = []
+        for how, pick in methods.items():
+            for budget in budgets:
+                tokens = [t for piece in pick(rest, budget) for t in piece]
+                if tokens:
+                    bits = held_out_bits(lm, _file(lm, tokens, samples, how), held)
+                    scored.append((bits, budget, how))
+                    say(f"train: {how}, {budget} tokens: held-out samples {bits / 8:,.0f} bytes")
+        best = min(bits for bits, _, _ in scored)
+        budget, _, how = min((b, bits, h) for bits, b, h in scored if bits <= CLOSE * best)
+        choice = (how, budget)
+    tokens = [t for piece in methods[choice[0]](tokenized, choice[1]) for t in piece]
+    if not tokens:
+        raise MemzipError("the samples share nothing a dictionary could hold")
+    return _file(lm, tokens, samples, choice[0])

@@ -43,15 +43,17 @@ def default_steps(objective: str) -> int:
 MAX_ROW = 8192  # tokens of a row, context included (the engine's positions per row)
 
 
-def row_plan(tokens: int, level: int = DEFAULT_LEVEL) -> tuple[int, int]:
+def row_plan(tokens: int, level: int = DEFAULT_LEVEL, room: int = MAX_ROW) -> tuple[int, int]:
     """(window, context) for ``tokens`` tokens at ``level``: one row when the level's longest row holds
     them (and, below level 9, there are at most SPLIT_TOKENS), else rows of ``window - context`` tokens
-    after a first row of ``window`` tokens whose first ``context`` tokens every other row starts after."""
-    longest = LEVEL_ROWS[level]
+    after a first row of ``window`` tokens whose first ``context`` tokens every other row starts after.
+    ``room``: the tokens a row may hold (less than MAX_ROW after a dictionary)."""
+    longest = min(LEVEL_ROWS[level], room)
     if tokens <= longest and (level == 9 or tokens <= SPLIT_TOKENS):
         return max(1, tokens), 0
     context = LEVEL_CONTEXT[level]
-    rows = max(2, -(-(tokens - context) // min(longest, MAX_ROW - context)))
+    context = min(context, longest // 2)
+    rows = max(2, -(-(tokens - context) // min(longest, room - context)))
     later = -(-(tokens - context) // rows)
     return later + context, context
 

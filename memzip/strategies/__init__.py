@@ -57,6 +57,7 @@ class Job:
     progress: Progress
     journal_path: str | None = None
     context: int = 0
+    dictionary: object = None  # memzip.dictionary.Dictionary every row starts after, or None
 
     @cached_property
     def zstd_frame(self) -> bytes:

@@ -30,7 +30,7 @@ def model_can_pay(job: Job) -> bool:
             break
         sample.append(list(s.tokens[:left]))
         left -= len(sample[-1])
-    _streams, bits = code_windows(lm, sample)
+    _streams, bits = code_windows(lm, sample, start=job.dictionary)
     sample_bytes = b"".join(lm.detokenize(t) for t in sample)
     # against zstd on the same bytes: on the whole input zstd would also see what the model's rows see
     # later (a log's repeats), which the probe's first tokens cannot show
@@ -45,7 +45,7 @@ class ModelCoded:
         job.progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
         tokens = [s.tokens for s in windows]
         streams, _bits = code_windows(job.lm, tokens, on_progress=job.progress.update,
-                                      context=rows.context_of(tokens, job.context))
+                                      context=rows.context_of(tokens, job.context), start=job.dictionary)
         job.progress.done()
         costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
         worth = worth_storing(job, costs)
