@@ -1,11 +1,15 @@
-"""Fuzz the decompressor: python -m bench.fuzz [--cases N] [--seed S].
+"""Fuzz the decompressor and the dictionary reader: python -m bench.fuzz [--cases N] [--seed S].
 
-Valid containers made with the tiny test model are mutated (bit flips, byte overwrites, truncations,
-insertions, huge section lengths, header fields replaced by values of random types) and, most of the
-time, resealed with a correct trailer so the mutation reaches the checks behind the checksum. Every
-case goes through the full ``memzip.decompress``. The only acceptable outcomes are a MemzipError
-(a clean refusal) or the exact original bytes; anything else -- another exception, or different bytes
-returned -- is a bug, reported with the case's seed so it can be replayed.
+Valid containers made with the tiny test model (one made with a dictionary, decoded with it) are
+mutated (bit flips, byte overwrites, truncations, insertions, huge section lengths, header fields
+replaced by values of random types) and, most of the time, resealed with a correct trailer so the
+mutation reaches the checks behind the checksum. Every case goes through the full
+``memzip.decompress``. The only acceptable outcomes are a MemzipError (a clean refusal) or the exact
+original bytes; anything else -- another exception, or different bytes returned -- is a bug, reported
+with the case's seed so it can be replayed. Two more kinds of case need no model: a dictionary file
+(.mzd) mutated the same way and resealed, read by ``memzip.format.dictionary.read``, and a container in
+the packaged model's single-window profiles (no trailer) mutated and read by ``container.read``: each
+must be refused with a MemzipError or read into a valid value.
 """
 
 from __future__ import annotations
@@ -100,12 +104,12 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
     return bytes(body) + (trailer if keep else bytes(rng.randrange(256) for _ in range(rng.randrange(33))))
 
 
-def check(blob: bytes, original: bytes, lm) -> str:
+def check(blob: bytes, original: bytes, lm, dictionary=None) -> str:
     """'ok' (exact original), 'refused: <error type>', or 'BUG: ...'."""
     from memzip import decompress
 
     try:
-        out = decompress(blob, lm)
+        out = decompress(blob, lm, dictionary=dictionary)
     except MemzipError as exc:
         return f"refused: {type(exc).__name__}"
     except Exception as exc:  # noqa: BLE001 - any other exception is exactly what the fuzzer hunts
@@ -138,15 +142,83 @@ def seed_containers(lm) -> list[tuple[bytes, bytes]]:
     return [(compress(data, lm, settings), data) for data, settings in inputs]
 
 
+def seed_dictionary(lm):
+    """A dictionary trained on the tiny model's text, its file's bytes, and a container made with it."""
+    from memzip import compress, dictionary
+    from memzip.format import dictionary as dictfile
+    from memzip.tiny import TRAINING_TEXT
+
+    samples = [TRAINING_TEXT[i : i + 200].encode() for i in range(0, 800, 100)]
+    file = dictionary.train(samples, lm, max_tokens=48)
+    bound = dictionary.bind(file, lm)
+    data = TRAINING_TEXT[50:170].encode()
+    return bound, dictfile.write(file), (compress(data, lm, dictionary=bound), data)
+
+
+def single_window_container() -> bytes:
+    """A container in the packaged model's single-window profile (made without the model: the reader
+    needs none)."""
+    header = {**container.DEFAULT_PROFILE, "memzip_version": "", "original_size": 40, "window": 12, "context": 0,
+              "dictionary": "0a1b2c3d"}
+    c = container.Container(header, [(container.KIND_WINDOW, 12)], b"", b"", [bytes(range(1, 20))],
+                            container.original_checksum(b"x" * 40))
+    return container.write(c)
+
+
+def check_reader(read, blob: bytes) -> str:
+    """'read' or 'refused: <error type>' from a reader that needs no model, or 'BUG: ...'."""
+    try:
+        read(blob)
+    except MemzipError as exc:
+        return f"refused: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001
+        return f"BUG: {type(exc).__name__}: {exc}"
+    return "read"
+
+
+def _mutate_dictionary(blob: bytes, rng: random.Random) -> bytes:
+    """Like ``mutate``: random damage, resealed with the dictionary's own trailer most of the time."""
+    import hashlib
+
+    body = bytearray(blob[:-4])
+    for _ in range(rng.choice([1, 1, 2, 4])):
+        kind = rng.random()
+        if kind < 0.4 and body:
+            body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+        elif kind < 0.6 and body:
+            body[rng.randrange(len(body))] = rng.randrange(256)
+        elif kind < 0.8:
+            body = body[: rng.randrange(len(body) + 1)]
+        else:
+            i = rng.randrange(len(body) + 1)
+            body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+    if rng.random() < 0.85:
+        return bytes(body) + hashlib.sha256(bytes(body)).digest()[:4]
+    return bytes(body) + blob[-4:]
+
+
 def run(cases: int, seed: int, lm, say=print) -> dict:
+    from memzip.format import dictionary as dictfile
+
     seeds = seed_containers(lm)
+    bound, dict_blob, with_dictionary = seed_dictionary(lm)
+    single = single_window_container()
     outcomes: collections.Counter = collections.Counter()
     bugs = []
     t0 = time.perf_counter()
     for case in range(cases):
         rng = random.Random(f"{seed}-{case}")
-        blob, original = seeds[case % len(seeds)]
-        outcome = check(mutate(blob, rng), original, lm)
+        kind = case % (len(seeds) + 3)
+        if kind == len(seeds):  # a dictionary file
+            outcome = check_reader(dictfile.read, _mutate_dictionary(dict_blob, rng))
+        elif kind == len(seeds) + 1:  # the single-window profile (no trailer: mutations read as they are)
+            outcome = check_reader(container.read, bytes(mutate(single + bytes(4), rng))[:-4])
+        elif kind == len(seeds) + 2:  # a container made with a dictionary, decoded with it
+            blob, original = with_dictionary
+            outcome = check(mutate(blob, rng), original, lm, bound)
+        else:
+            blob, original = seeds[kind]
+            outcome = check(mutate(blob, rng), original, lm)
         outcomes[outcome] += 1
         if outcome.startswith("BUG"):
             bugs.append({"case": case, "seed": seed, "outcome": outcome})
