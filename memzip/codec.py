@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from . import __version__, strategies
+from . import __version__, rows, strategies
 from .decoder import decode_windows
+from .encoder import code_windows
 from .engine import ENGINE_VERSION
 from .errors import ContainerError, IntegrityError, ModelLoadError, ModelMismatchError, SettingsError
 from .format import container
@@ -126,21 +127,71 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
     """
     progress = progress or Progress()
     lm = _model(model, progress)
-    tokenized = tokenize(data, lm.tokenizer)
+    job = _prepare(data, lm, settings, progress, journal_path, dictionary)
+    return _finish(job, _store(job))
+
+
+def compress_many(inputs: list[bytes], model: LanguageModel | str | None = None,
+                  settings: CompressSettings = CompressSettings(), progress: Progress | None = None,
+                  dictionary=None) -> list[tuple[bytes, CompressReport]]:
+    """``compress_with_report`` of every input, with the windows of all the inputs evaluated by the
+    engine together (rows of different files in one batch: many small files cost about what one file of
+    their total size does). Each file is exactly what ``compress_with_report`` makes of it alone."""
+    progress = progress or Progress()
+    lm = _model(model, progress)
+    jobs = [_prepare(data, lm, settings, progress, None, dictionary) for data in inputs]
+    if settings.vectors.code != "none":  # memory vectors are optimized per file
+        return [_finish(job, _store(job)) for job in jobs]
+    from .strategies.model_coded import model_can_pay
+
+    tried = [j for j, job in enumerate(jobs) if job.windows and (settings.store == "always" or model_can_pay(job))]
+    windows, before, owner = [], [], []
+    for j in tried:
+        tokens = [s.tokens for s in jobs[j].windows]
+        context = rows.context_of(tokens, jobs[j].context)
+        windows += tokens
+        before += [list(context) if i else [] for i in range(len(tokens))]
+        owner += [j] * len(tokens)
+    streams = code_windows(lm, windows, start=dictionary, before=before)[0] if windows else []
+    coded: dict[int, list[bytes]] = {j: [] for j in tried}
+    for j, stream in zip(owner, streams):
+        coded[j].append(stream)
+    results = []
+    for j, job in enumerate(jobs):
+        job = replace(job, streams=coded.get(j, []))
+        results.append(_finish(job, _store(job)))
+    return results
+
+
+def _prepare(data: bytes, lm: LanguageModel, settings: CompressSettings, progress: Progress,
+             journal_path: str | None, dictionary) -> Job:
+    """Tokenize once, resolve the settings for this input, cut it into windows: the job a strategy gets."""
     if dictionary is not None and dictionary.lm is not lm:
         raise SettingsError("dictionary: bound to another model than the one compressing (memzip.dictionary.bind)")
+    tokenized = tokenize(data, lm.tokenizer)
     settings = resolved_settings(data, lm, settings, tokenized, dictionary)
     segments = tokenized.segments(lm.token_bytes, settings.window, settings.window - settings.context)
     windows = [s for s in segments if s.is_window]
     context = min(settings.context, len(windows[0].tokens)) if len(windows) > 1 else 0
-    job = Job(data, windows, settings, lm, progress, journal_path, context, dictionary)
-    strategy = strategies.for_settings(settings)
+    return Job(data, windows, settings, lm, progress, journal_path, context, dictionary, segments=segments)
+
+
+def _store(job: Job) -> Outcome:
+    """The strategy's outcome for the job; when the window holding the shared context is stored raw (a
+    decoder would not have its tokens), the windows are coded again without a shared context."""
+    strategy = strategies.for_settings(job.settings)
     outcome = strategy.store(job)
     if job.context and outcome.stored and 0 not in outcome.stored:
-        # the window holding the shared context is stored raw, so a decoder would not have its tokens:
-        # code the windows again without a shared context
-        job = replace(job, context=0)
-        outcome = strategy.store(job)
+        outcome = strategy.store(replace(job, context=0, streams=None))
+        outcome.context = 0
+    return outcome
+
+
+def _finish(job: Job, outcome: Outcome) -> tuple[bytes, CompressReport]:
+    """The smallest file the outcome (or its alternative, or storing everything raw) makes, checked."""
+    data, lm, settings, dictionary, segments = job.data, job.lm, job.settings, job.dictionary, job.segments
+    strategy = strategies.for_settings(settings)
+    context = job.context if outcome.context is None else outcome.context
     checksum = container.original_checksum(data)
     best = None
     for candidate in (outcome, outcome.alternative):
@@ -155,7 +206,7 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
             "hidden_size": lm.hidden_size,
             "dictionary": dictionary.id if dictionary is not None and candidate.stored else "",
             "window": settings.window,
-            "context": job.context if candidate.stored and candidate.spec.code == "none" else 0,
+            "context": context if candidate.stored and candidate.spec.code == "none" else 0,
             "vectors": _vectors_field(candidate.spec, lm),
             "original_size": len(data),
             "settings": strategy.header_settings(job, candidate),
@@ -165,14 +216,14 @@ def compress_with_report(data: bytes, model: LanguageModel | str | None = None,
         if best is None or len(built.blob) < len(best.blob):
             best = built
     if settings.store == "smaller" and best.stored:  # the whole file raw, if that is smaller after all
-        header = {**best.header, "context": 0}
+        header = {**best.header, "context": 0, "dictionary": ""}
         raw = _build(header, segments, {}, checksum)
         raw_file = _File(header, {}, best.outcome, container.write(raw, packed_fallback=job.zstd_frame))
         if len(raw_file.blob) < len(best.blob):
             best = raw_file
     c = _checked(best, job.windows, data, lm.token_bytes)
     if settings.verify:
-        if decompress_container(c, lm, progress) != data:  # decompress raises first; this cannot happen
+        if decompress_container(c, lm, job.progress, dictionary=dictionary) != data:  # decompress raises first; this cannot happen
             raise IntegrityError("internal error: the container does not decode to the input")
     return best.blob, _report(job, best.stored, best.outcome, c.sizes)
 
@@ -304,7 +355,48 @@ def decompress_container(c: Container, model: LanguageModel | str | None = None,
         except ValueError as exc:  # a stream that is not exactly what the encoder writes
             raise ContainerError(str(exc)) from None
         progress.done()
-    out = _assemble(c, tokens, lm.token_bytes if lm is not None else None)
+    return _verified(c, tokens, lm.token_bytes if lm is not None else None)
+
+
+def decompress_many(blobs: list[bytes], model: LanguageModel | str | None = None, progress: Progress | None = None,
+                    dictionary=None) -> list[bytes]:
+    """``decompress`` of every file, the single-window files' rows decoded together (one engine step for
+    all of them: many small files restore at about the speed of one). Raises on the first file that
+    fails, naming it by its position."""
+    progress = progress or Progress()
+    parsed = [container.read(b) for b in blobs]
+    together = [i for i, c in enumerate(parsed)
+                if c.window_count == 1 and c.header["context"] == 0 and c.vector_spec.code == "none"]
+    out: list[bytes | None] = [None] * len(parsed)
+    if together:
+        first = parsed[together[0]]
+        lm = _model_for(first, model, progress, None)
+        starts = [_dictionary_for(parsed[i], lm, dictionary) for i in together]
+        groups: dict = {}
+        for i, start in zip(together, starts):
+            if parsed[i].header["model_fingerprint"] != lm.fingerprint:
+                raise ModelMismatchError(f"file {i + 1} needs another model than file {together[0] + 1}")
+            groups.setdefault(id(start), (start, []))[1].append(i)
+        for start, members in groups.values():
+            lengths = [parsed[i].window_lengths[0] for i in members]
+            progress.phase("decoding", sum(lengths))
+            try:
+                tokens = decode_windows(lm, lengths, [parsed[i].streams[0] for i in members], None, progress.update,
+                                        start=start)
+            except ValueError as exc:
+                raise ContainerError(f"one of the files is corrupt: {exc}") from None
+            progress.done()
+            for i, t in zip(members, tokens):
+                out[i] = _verified(parsed[i], [t], lm.token_bytes)
+        model = lm
+    for i, c in enumerate(parsed):
+        if out[i] is None:
+            out[i] = decompress_container(c, model, progress, dictionary=dictionary)
+    return out
+
+
+def _verified(c: Container, tokens: list[list[int]], token_bytes) -> bytes:
+    out = _assemble(c, tokens, token_bytes)
     if len(out) != c.header["original_size"] or container.original_checksum(out) != c.checksum:
         raise IntegrityError("decoded data does not match the original checksum; nothing written")
     return out

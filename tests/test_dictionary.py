@@ -128,3 +128,21 @@ def test_the_cli_trains_and_uses_a_dictionary(tiny_model_dir, tmp_path):
     assert refused.returncode == 1 and "needs dictionary" in refused.stderr and not text.exists()
     subprocess.run(cli + ["-d", "-q", "-D", str(mzd), str(tmp_path / "note.txt.mz")] + model, check=True)
     assert text.read_bytes() == (tmp_path / "orig.txt").read_bytes()
+
+
+def test_many_files_coded_together_are_the_files_each_makes_alone(lm, trained):
+    from memzip.codec import compress_many, decompress_many
+
+    d = dictionary.bind(trained, lm)
+    inputs = [TRAINING_TEXT[i : i + 90 + 37 * (i % 5)].encode() for i in range(0, 700, 70)]
+    inputs += [b"", bytes(range(256)) * 3, (TRAINING_TEXT * 2).encode()]  # empty, binary, several windows
+    settings = CompressSettings(window=160, context=32)
+    for start in (None, d):
+        together = compress_many(inputs, lm, settings, dictionary=start)
+        alone = [compress_with_report(data, lm, settings, dictionary=start)[0] for data in inputs]
+        assert [blob for blob, _report in together] == alone
+        assert decompress_many(alone, lm, dictionary=start) == inputs
+    bad = bytearray(alone[2])
+    bad[-6] ^= 1
+    with pytest.raises(Exception):
+        decompress_many(alone[:2] + [bytes(bad)], lm, dictionary=d)

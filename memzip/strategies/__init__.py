@@ -58,6 +58,10 @@ class Job:
     journal_path: str | None = None
     context: int = 0
     dictionary: object = None  # memzip.dictionary.Dictionary every row starts after, or None
+    segments: list = field(default_factory=list)  # the input's windows and raw spans, in order
+    # the windows' token streams when the pipeline already coded them with other files' (codec.compress_many;
+    # empty: the model is not worth trying); None when the strategy codes them itself
+    streams: list | None = None
 
     @cached_property
     def zstd_frame(self) -> bytes:
@@ -77,6 +81,7 @@ class Outcome:
     # another way to store the same input: the pipeline writes both files and keeps the smaller (this
     # one on a tie), so a strategy need not guess header and framing sizes
     alternative: "Outcome | None" = None
+    context: int | None = None  # the shared context these windows were coded after, when not the job's
 
 
 def percentile(values: list, q: float):

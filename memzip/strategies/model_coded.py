@@ -40,13 +40,18 @@ def model_can_pay(job: Job) -> bool:
 class ModelCoded:
     def store(self, job: Job) -> Outcome:
         windows = job.windows
-        if job.settings.store == "smaller" and not model_can_pay(job):
+        if job.streams is not None:  # coded already, with other files' windows (codec.compress_many); none:
+            if not job.streams:  # not worth trying
+                return Outcome(not_tried=len(windows))
+            streams = job.streams
+        elif job.settings.store == "always" or model_can_pay(job):
+            job.progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
+            tokens = [s.tokens for s in windows]
+            streams, _bits = code_windows(job.lm, tokens, on_progress=job.progress.update,
+                                          context=rows.context_of(tokens, job.context), start=job.dictionary)
+            job.progress.done()
+        else:
             return Outcome(not_tried=len(windows))
-        job.progress.phase("coding tokens", sum(len(s.tokens) for s in windows))
-        tokens = [s.tokens for s in windows]
-        streams, _bits = code_windows(job.lm, tokens, on_progress=job.progress.update,
-                                      context=rows.context_of(tokens, job.context), start=job.dictionary)
-        job.progress.done()
         costs = [len(stream) + len(container.varint(len(stream))) for stream in streams]
         worth = worth_storing(job, costs)
         stored = {i: Stored(b"", stream) for i, (stream, ok) in enumerate(zip(streams, worth)) if ok}
