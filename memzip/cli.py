@@ -230,11 +230,9 @@ class _Models:
         return self.loaded[key]
 
 
-def _run_file(args, path: str, models: _Models, progress, say) -> None:
-    from . import codec
-    from .files import write_atomically
-    from .format import container
-
+def _target(args, path: str) -> str | None:
+    """The output path for ``path`` (None: standard output), refused now if it cannot be written: an
+    unwritable destination is found before hours of work, not after."""
     target = _output_path(args, path)
     if target is not None and os.path.exists(target) and not args.force:
         raise UsageError(f"{target} already exists; use -f to overwrite")
@@ -242,12 +240,50 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
         raise UsageError("refusing to write compressed data to a terminal (use -o or redirect; -f to force)")
     if target is not None and os.path.abspath(target) == os.path.abspath(path):
         raise UsageError(f"{path}: input and output are the same file")
-    if target is not None:  # find an unwritable destination now, not after hours of compression
+    if target is not None:
         directory = os.path.dirname(os.path.abspath(target))
         if not os.path.isdir(directory):
             raise UsageError(f"{target}: output directory does not exist")
         if not os.access(directory, os.W_OK):
             raise UsageError(f"{target}: output directory is not writable")
+    return target
+
+
+def _write(args, path: str, target: str | None, out: bytes) -> None:
+    from .files import write_atomically
+
+    if target is None:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        write_atomically(target, out, force=args.force, mode_from=None if path == "-" else path)
+    except FileExistsError:
+        raise UsageError(f"{target} already exists; use -f to overwrite") from None
+
+
+def _summary(args, name: str, data: bytes, out: bytes, r, elapsed: float, journal: str | None, say) -> None:
+    if args.command != "c":
+        say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+        return
+    ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
+    not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
+    step_note = f", steps median {r.steps_median} p90 {r.steps_p90}" if r.steps else ""
+    step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
+    stored = f"{r.vectors} vectors" if r.vectors else f"{r.predicted} predicted"
+    say(
+        f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
+        f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
+    )
+    if args.verbose:
+        say("  sections: " + _sections(r.sizes))
+
+
+def _run_file(args, path: str, models: _Models, progress, say) -> None:
+    from . import codec
+    from .format import container
+
+    target = _target(args, path)
     data = _read_input(path)
     name = "stdin" if path == "-" else path
     parsed = container.read(data) if args.command == "x" else None  # read once: estimate and decoding
@@ -256,7 +292,7 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
     if estimate is not None:
         say(f"{name}: {estimate}")
     started = time.monotonic()
-    journal = None
+    journal, r = None, None
     if args.command == "c":
         journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
         out, r = codec.compress_with_report(data, lm, _settings(args), progress, journal_path=journal,
@@ -265,31 +301,68 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
         dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
         out = codec.decompress_container(parsed, args.model, progress, load=models.load, dictionary=dictionary)
     elapsed = time.monotonic() - started
-    if target is None:
-        sys.stdout.buffer.write(out)
-        sys.stdout.buffer.flush()
-    else:
-        try:
-            write_atomically(target, out, force=args.force, mode_from=None if path == "-" else path)
-        except FileExistsError:
-            raise UsageError(f"{target} already exists; use -f to overwrite") from None
+    _write(args, path, target, out)
     if journal is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(journal)  # only now: the output is safely in place
+    _summary(args, name, data, out, r, elapsed, journal, say)
+
+
+BATCH_FILE_BYTES = 64 << 10  # files up to this size are coded together with others of the same command
+BATCH_BYTES = 1 << 20  # input (c) or output (x) bytes per batch
+
+
+def _batches(args, paths: list[str]) -> list[list[str]]:
+    """The files in order, consecutive small ones grouped: a group goes through the engine together
+    (their rows in one batch), a single file alone (with its journal, estimate and progress)."""
+    if len(paths) < 2 or args.stdout or args.output or "-" in paths or getattr(args, "vectors", "none") != "none":
+        return [[p] for p in paths]
+    groups, size = [[]], 0
+    for path in paths:
+        n = os.path.getsize(path) if os.path.isfile(path) else BATCH_FILE_BYTES + 1
+        if n > BATCH_FILE_BYTES:
+            groups += [[path], []]
+            size = 0
+            continue
+        if size + n > BATCH_BYTES and groups[-1]:
+            groups.append([])
+            size = 0
+        groups[-1].append(path)
+        size += n
+    return [g for g in groups if g]
+
+
+def _run_batch(args, paths: list[str], models: _Models, progress, say) -> None:
+    """Small files compressed (``codec.compress_many``) or restored (``codec.decompress_many``) together;
+    each output is exactly what the file alone gives, and each is written atomically (the time reported
+    per file is the group's average)."""
+    targets = [_target(args, path) for path in paths]
+    inputs = [_read_input(path) for path in paths]
+    started = time.monotonic()
+    try:
+        results = _together(args, inputs, models, progress)
+    except MemzipError:  # one file cannot be done: each alone, so that those before it are written and the
+        for path in paths:  # error is that file's own
+            _run_file(args, path, models, progress, say)
+        return
+    elapsed = (time.monotonic() - started) / len(paths)
+    for path, target, data, (out, report) in zip(paths, targets, inputs, results):
+        _write(args, path, target, out)
+        _summary(args, path, data, out, report, elapsed, None, say)
+
+
+def _together(args, inputs: list[bytes], models: _Models, progress) -> list[tuple[bytes, object]]:
+    from . import codec
+    from .format import container
+
     if args.command == "c":
-        ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
-        not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
-        step_note = f", steps median {r.steps_median} p90 {r.steps_p90}" if r.steps else ""
-        step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
-        stored = f"{r.vectors} vectors" if r.vectors else f"{r.predicted} predicted"
-        say(
-            f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
-            f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
-        )
-        if args.verbose:
-            say("  sections: " + _sections(r.sizes))
-    else:
-        say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+        lm = models.load(args.model)
+        return codec.compress_many(inputs, lm, _settings(args), progress, dictionary=models.dictionary(args.dictionary, lm))
+    for blob in inputs:  # a file that is not a container: found before any work
+        container.read(blob)
+    dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
+    return [(out, None) for out in codec.decompress_many(inputs, args.model, progress, load=models.load,
+                                                         dictionary=dictionary)]
 
 
 def _samples(paths: list[str]) -> list[str]:
@@ -451,9 +524,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             _train(args, models, say)
             return 0
-        for path in args.files:
+        for group in _batches(args, args.files):
             try:
-                _run_file(args, path, models, progress, say)
+                if len(group) == 1:
+                    _run_file(args, group[0], models, progress, say)
+                else:
+                    _run_batch(args, group, models, progress, say)
             finally:
                 progress.done()
         return 0

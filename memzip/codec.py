@@ -359,24 +359,23 @@ def decompress_container(c: Container, model: LanguageModel | str | None = None,
 
 
 def decompress_many(blobs: list[bytes], model: LanguageModel | str | None = None, progress: Progress | None = None,
-                    dictionary=None) -> list[bytes]:
-    """``decompress`` of every file, the single-window files' rows decoded together (one engine step for
-    all of them: many small files restore at about the speed of one). Raises on the first file that
-    fails, naming it by its position."""
+                    load: Callable[[str | None], LanguageModel] | None = None, dictionary=None) -> list[bytes]:
+    """``decompress`` of every file; the single-window files made by one model are decoded together
+    (their rows in every engine step: many small files restore at about the speed of one). ``model``,
+    ``load`` and ``dictionary`` as for ``decompress_container``. Raises on the first file that fails."""
     progress = progress or Progress()
     parsed = [container.read(b) for b in blobs]
-    together = [i for i, c in enumerate(parsed)
-                if c.window_count == 1 and c.header["context"] == 0 and c.vector_spec.code == "none"]
+    single = [i for i, c in enumerate(parsed)
+              if c.window_count == 1 and c.header["context"] == 0 and c.vector_spec.code == "none"]
     out: list[bytes | None] = [None] * len(parsed)
-    if together:
-        first = parsed[together[0]]
-        lm = _model_for(first, model, progress, None)
-        starts = [_dictionary_for(parsed[i], lm, dictionary) for i in together]
-        groups: dict = {}
-        for i, start in zip(together, starts):
-            if parsed[i].header["model_fingerprint"] != lm.fingerprint:
-                raise ModelMismatchError(f"file {i + 1} needs another model than file {together[0] + 1}")
-            groups.setdefault(id(start), (start, []))[1].append(i)
+    if single:
+        lm = _model_for(parsed[single[0]], model, progress, load)
+        same = (parsed[single[0]].header["engine"], lm.fingerprint)
+        groups: dict = {}  # the files of this model, by the dictionary their rows start after
+        for i in single:
+            if (parsed[i].header["engine"], parsed[i].header["model_fingerprint"]) == same:
+                start = _dictionary_for(parsed[i], lm, dictionary)
+                groups.setdefault(id(start), (start, []))[1].append(i)
         for start, members in groups.values():
             lengths = [parsed[i].window_lengths[0] for i in members]
             progress.phase("decoding", sum(lengths))
@@ -388,10 +387,13 @@ def decompress_many(blobs: list[bytes], model: LanguageModel | str | None = None
             progress.done()
             for i, t in zip(members, tokens):
                 out[i] = _verified(parsed[i], [t], lm.token_bytes)
-        model = lm
+        if model is None or isinstance(model, str):
+            loaded = lm
+            load = (lambda spec, _load=load: loaded if spec == model or spec == loaded.model_id
+                    else _load(spec) if _load is not None else _model(spec, progress))
     for i, c in enumerate(parsed):
         if out[i] is None:
-            out[i] = decompress_container(c, model, progress, dictionary=dictionary)
+            out[i] = decompress_container(c, model, progress, load=load, dictionary=dictionary)
     return out
 
 

@@ -203,3 +203,10 @@ def train(samples: list[bytes], lm, max_tokens: int = BUDGETS[-1], progress=None
     if not tokens:
         raise MemzipError("the samples share nothing a dictionary could hold")
     return _file(lm, tokens, samples, choice[0])
+
+
+def with_vectors(file: DictionaryFile, vectors: bytes, count: int) -> DictionaryFile:
+    """``file`` with ``count`` memory vectors (float32 bytes, memzip.vectors.dictionary_vectors) after its text."""
+    out = DictionaryFile({**file.header, "vectors": count, "placement": "after"}, list(file.tokens), vectors)
+    dictfile.write(out)  # sets the ID
+    return out

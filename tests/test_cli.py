@@ -291,3 +291,25 @@ def test_the_estimate_follows_the_decoders_batches(monkeypatch):
     expected = 4096 * (cli.STEP_S + 4 * cli.STEP_S_PER_ROW) + 4096 * (cli.STEP_S + 2 * cli.STEP_S_PER_ROW)
     assert cli._estimate(args, b"", c) == f"expect roughly {cli._duration(expected)} on a 2-core CPU (restoring)"
     assert cli._estimate(args, b"", container.Container({}, [(container.KIND_RAW, 9)], b"", b"x" * 9)) is None
+
+
+def test_small_files_of_one_command_are_coded_together_and_each_is_what_it_is_alone(tiny_model_dir, tmp_path, capsys):
+    from memzip.tiny import TRAINING_TEXT
+
+    names = [tmp_path / f"f{i}.txt" for i in range(5)]
+    for i, path in enumerate(names):
+        path.write_bytes(TRAINING_TEXT[40 * i : 40 * i + 60 + 25 * i].encode())
+    assert run("c", *names, "--model", tiny_model_dir, "--store", "always", "-q") == 0
+    together = [p.with_name(p.name + ".mz").read_bytes() for p in names]
+    for path, blob in zip(names, together):
+        assert run("c", path, "-o", tmp_path / "alone.mz", "-f", "--model", tiny_model_dir, "--store", "always", "-q") == 0
+        assert (tmp_path / "alone.mz").read_bytes() == blob
+    originals = [p.read_bytes() for p in names]
+    for p in names:
+        p.unlink()
+    bad = bytearray(together[3])
+    bad[-7] ^= 0x10  # inside the last token stream: found only by decoding
+    names[3].with_name(names[3].name + ".mz").write_bytes(bytes(bad))
+    assert run("x", *[p.with_name(p.name + ".mz") for p in names], "--model", tiny_model_dir, "-q") == 1
+    assert "memzip:" in capsys.readouterr().err
+    assert [p.read_bytes() for p in names[:3]] == originals[:3] and not names[3].exists() and not names[4].exists()
