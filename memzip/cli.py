@@ -230,11 +230,10 @@ class _Models:
         return self.loaded[key]
 
 
-def _run_file(args, path: str, models: _Models, progress, say) -> None:
-    from . import codec
-    from .files import write_atomically
-    from .format import container
-
+def _target(args, path: str) -> str | None:
+    """Where ``path``'s output goes (None: standard output), once every check that can be made before
+    any work has passed: an existing target (without -f), compressed data to a terminal, the input
+    itself, a missing or unwritable directory."""
     target = _output_path(args, path)
     if target is not None and os.path.exists(target) and not args.force:
         raise UsageError(f"{target} already exists; use -f to overwrite")
@@ -248,6 +247,15 @@ def _run_file(args, path: str, models: _Models, progress, say) -> None:
             raise UsageError(f"{target}: output directory does not exist")
         if not os.access(directory, os.W_OK):
             raise UsageError(f"{target}: output directory is not writable")
+    return target
+
+
+def _run_file(args, path: str, models: _Models, progress, say) -> None:
+    from . import codec
+    from .files import write_atomically
+    from .format import container
+
+    target = _target(args, path)
     data = _read_input(path)
     name = "stdin" if path == "-" else path
     parsed = container.read(data) if args.command == "x" else None  # read once: estimate and decoding
