@@ -309,10 +309,10 @@ def cores() -> int:
 
 
 def ray_address(ray: bool | str | None) -> str | None:
-    """The cluster address for ``ray``: a string as given, True: MEMZIP_RAY_ADDRESS or None (a local
-    cluster)."""
+    """The cluster address for ``ray``: a string as given ("local": None, a local cluster), True:
+    MEMZIP_RAY_ADDRESS or None."""
     if isinstance(ray, str) and ray:
-        return ray
+        return None if ray == "local" else ray
     return os.environ.get(RAY_ADDRESS_ENV) or None
 
 
