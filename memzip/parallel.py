@@ -152,23 +152,31 @@ class InlinePool(Pool):
             yield self.worker.run(kind, piece, settings)
 
 
-# A ProcessPool worker process's state, made once by its initializer: the Worker, or the error making it
-# raised (raised again for every piece, so that the caller sees it rather than a broken pool).
-_process_worker: Worker | BaseException | None = None
+def _worker_or_error(spec: WorkerSpec) -> Worker | Exception:
+    """A new Worker, or the error making it raised (a model that will not load): kept and raised again
+    for every piece, so that the caller sees that error rather than a pool of dead workers."""
+    try:
+        return Worker(spec)
+    except Exception as exc:  # noqa: BLE001 - raised with each piece
+        return exc
+
+
+def _run(worker: Worker | Exception, kind: str, piece: bytes, settings) -> bytes:
+    if isinstance(worker, Exception):
+        raise worker
+    return worker.run(kind, piece, settings)
+
+
+_process_worker: Worker | Exception | None = None  # a ProcessPool worker's, made once by its initializer
 
 
 def _process_init(spec: WorkerSpec) -> None:
     global _process_worker
-    try:
-        _process_worker = Worker(spec)
-    except Exception as exc:  # noqa: BLE001 - reported with the first piece
-        _process_worker = exc
+    _process_worker = _worker_or_error(spec)
 
 
 def _process_run(kind: str, piece: bytes, settings) -> bytes:
-    if isinstance(_process_worker, BaseException):
-        raise _process_worker
-    return _process_worker.run(kind, piece, settings)
+    return _run(_process_worker, kind, piece, settings)
 
 
 class ProcessPool(Pool):
@@ -204,10 +212,11 @@ class ProcessPool(Pool):
         while True:
             try:
                 result = pending[0][1].result()
-            except BrokenProcessPool:  # a worker died (killed, out of memory): every pending piece is lost
+            except BrokenProcessPool:  # a worker died (killed, out of memory): the unfinished pieces are lost
                 self._restart()
                 for entry in pending:
-                    entry[1] = self.executor.submit(_process_run, kind, entry[0], settings)
+                    if not _succeeded(entry[1]):
+                        entry[1] = self.executor.submit(_process_run, kind, entry[0], settings)
                 continue
             pending.popleft()
             return result
@@ -223,14 +232,18 @@ class ProcessPool(Pool):
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _succeeded(future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 class _RayActor:
     """A Worker as a Ray actor (made a remote class by RayPool, so that Ray stays optional)."""
 
     def __init__(self, spec: WorkerSpec):
-        self.worker = Worker(spec)
+        self.worker = _worker_or_error(spec)
 
     def run(self, kind: str, piece: bytes, settings) -> bytes:
-        return self.worker.run(kind, piece, settings)
+        return _run(self.worker, kind, piece, settings)
 
 
 def _ray():
@@ -242,10 +255,10 @@ def _ray():
 
 
 class RayPool(Pool):
-    """Ray actors, one CPU each: ``jobs`` of them (0: one per CPU of the cluster). ``address``: a
-    cluster to join (``auto``: the one running here), or None for a local cluster started for this pool
-    (Ray itself still honours RAY_ADDRESS). A Ray session already initialized in this process is used
-    as it is, and left running."""
+    """Ray actors, one CPU each: ``jobs`` of them, at most one per CPU of the cluster (0: that many).
+    ``address``: a cluster to join (``auto``: the one running here), or None for a local cluster started
+    for this pool (Ray itself still honours RAY_ADDRESS). A Ray session already initialized in this
+    process is used as it is, and left running."""
 
     def __init__(self, spec: WorkerSpec, jobs: int = 0, address: str | None = None):
         ray = _ray()
@@ -259,7 +272,8 @@ class RayPool(Pool):
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise MemzipError(f"cannot start or join a Ray cluster ({address or 'local'}): {first}") from None
-        self.workers = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.workers = min(jobs, cpus) if jobs else cpus  # an actor beyond the CPUs would never start
         threads = spec.threads if spec.threads is not None else 1
         spec = WorkerSpec(spec.model, spec.device, spec.dictionary, threads)
         actor = ray.remote(num_cpus=1, max_restarts=RAY_RETRIES, max_task_retries=RAY_RETRIES)(_RayActor)

@@ -80,10 +80,13 @@ def test_compress_files_with_two_jobs_equals_one_job(tiny_model_dir, tmp_path, e
         memzip.compress_files(paths, model=tiny_model_dir, jobs=2)
 
 
-def test_cli_recursive_with_two_jobs_equals_one_job(tiny_model_dir, tmp_path, expected, capsys):
+def test_cli_recursive_with_two_jobs_equals_one_job_though_a_worker_dies(tiny_model_dir, tmp_path, expected, capsys,
+                                                                         worker_environment):
     files = _tree(tmp_path / "tree")
     (tmp_path / "tree" / "sub" / "old.mz").write_bytes(expected[0])  # an .mz file: -r compression skips it
+    worker_environment.write_bytes(b"")  # armed: the first worker process given a file exits there
     assert main(["c", "-r", "-j", "2", "--model", tiny_model_dir, "-q", str(tmp_path / "tree")]) == 0
+    assert not worker_environment.exists()  # it did (the pool was started again, the lost files redone)
     assert [Path(f"{f}.mz").read_bytes() for f in files] == expected[1:]
     assert not (tmp_path / "tree" / "sub" / "old.mz.mz").exists()
     assert not [p for p in (tmp_path / "tree").rglob("*.tmp")]
