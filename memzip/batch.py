@@ -9,6 +9,7 @@ fails stops the job there: the files before it are written, none after it.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from dataclasses import dataclass, field
@@ -96,7 +97,7 @@ def run(kind: str, paths: list[str], mapper: Callable[[Iterable[bytes]], Iterato
     targets = [target_for(kind, p) for p in paths]
     for target in targets:
         if os.path.exists(target) and not force:
-            raise FileExistsError(17, "file exists (force=True to overwrite)", target)
+            raise FileExistsError(errno.EEXIST, "file exists (force=True to overwrite)", target)
     started, sizes, summary = time.monotonic(), [], Summary()
     for i, out in enumerate(mapper(pieces(paths, sizes))):
         write_atomically(targets[i], out, force=force, mode_from=paths[i])

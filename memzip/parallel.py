@@ -134,11 +134,11 @@ class Pool(contextlib.AbstractContextManager):
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         return lambda pieces: self.map(kind, pieces, settings)
 
-    def close(self) -> None:
-        pass
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers: after the work they are doing (default), or at once (``abort``)."""
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(abort=exc_type is not None)  # an error or an interrupt: nothing more is wanted
 
 
 class InlinePool(Pool):
@@ -228,7 +228,15 @@ class ProcessPool(Pool):
             raise MemzipError(f"worker processes died {self.restarts} times (out of memory, or killed); giving up")
         self.executor = self._executor()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        if abort:  # stop the pieces being coded now rather than wait for them (minutes, for a large file)
+            terminate = getattr(self.executor, "terminate_workers", None)  # Python 3.14
+            if terminate is not None:
+                terminate()
+            else:  # before 3.14: the executor's own process table
+                for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+                    with contextlib.suppress(Exception):
+                        process.terminate()
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
@@ -305,7 +313,7 @@ class RayPool(Pool):
         except RayActorError as exc:
             raise MemzipError(f"a Ray worker died {RAY_RETRIES + 1} times on one piece: {type(exc).__name__}") from None
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         ray = _ray()
         for a in getattr(self, "actors", []):
             with contextlib.suppress(Exception):
