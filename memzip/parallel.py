@@ -311,7 +311,8 @@ class RayPool(Pool):
             cause = getattr(exc, "cause", None)
             raise (cause if isinstance(cause, BaseException) else MemzipError(str(exc).splitlines()[0])) from None
         except RayActorError as exc:
-            raise MemzipError(f"a Ray worker died {RAY_RETRIES + 1} times on one piece: {type(exc).__name__}") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MemzipError(f"a Ray worker was lost and not restarted (at most {RAY_RETRIES} times): {first}") from None
 
     def close(self, abort: bool = False) -> None:
         ray = _ray()

@@ -12,6 +12,7 @@ import pytest
 import memzip
 from memzip import parallel
 from memzip.cli import _ray_option, main
+from memzip.errors import ContainerError
 from memzip.parallel import InlinePool, WorkerSpec, open_pool
 
 REPO = str(Path(__file__).resolve().parents[1])
@@ -151,3 +152,6 @@ def test_ray_workers_exact_in_order_and_a_worker_killed_mid_piece(ray_cluster, t
         assert [first, *results] == expected  # every piece once, in input order, exact
         assert not worker_environment.exists()  # a worker did die (it deleted the file, then exited)
         assert list(pool.map("decompress", expected)) == TEXTS
+        with pytest.raises(ContainerError) as error:  # a piece's own error, as the worker raised it
+            list(pool.map("decompress", [expected[1], b"not a memzip file"]))
+        assert "\n" not in str(error.value)
