@@ -331,7 +331,8 @@ def _run_pool(args, paths: list[str], progress, say) -> None:
     sizes: list[int] = []
     started, written = time.monotonic(), 0
     with open_pool(spec, jobs, ray) as pool:
-        progress.phase(f"{'compressing' if kind == 'compress' else 'restoring'} on {pool.workers} workers", len(paths))
+        workers = f"{pool.workers} worker{'s' if pool.workers != 1 else ''}"
+        progress.phase(f"{'compressing' if kind == 'compress' else 'restoring'} on {workers}", len(paths))
         for i, out in enumerate(pool.map(kind, pieces(paths, sizes, _read_input), settings)):
             path, target, name = paths[i], targets[i], "stdin" if paths[i] == "-" else paths[i]
             if target is None:
@@ -351,7 +352,7 @@ def _run_pool(args, paths: list[str], progress, say) -> None:
                 say(f"{name}: restored {len(out)} bytes")
     progress.done()
     elapsed = time.monotonic() - started
-    say(f"{len(paths)} files: {sum(sizes)} -> {written} bytes on {pool.workers} workers; {elapsed:.1f} s "
+    say(f"{len(paths)} files: {sum(sizes)} -> {written} bytes on {workers}; {elapsed:.1f} s "
         f"({sum(sizes) / max(elapsed, 1e-9):.1f} B/s read)")
 
 
