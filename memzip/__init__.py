@@ -9,7 +9,7 @@ reading a container or printing help does not load torch.
 __version__ = "0.7.0"
 
 __all__ = ["compress", "compress_with_report", "decompress", "CompressSettings", "CompressReport", "OptimizerSettings",
-           "MemzipError"]
+           "MemzipError", "compress_files", "decompress_files"]
 
 
 def __getattr__(name):
@@ -21,6 +21,10 @@ def __getattr__(name):
         from . import codec
 
         return getattr(codec, name)
+    if name in ("compress_files", "decompress_files"):
+        from . import batch
+
+        return getattr(batch, name)
     if name == "MemzipError":
         from .errors import MemzipError
 

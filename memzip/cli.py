@@ -21,6 +21,7 @@ from .errors import MemzipError
 
 SUFFIX = ".mz"
 JOURNAL_SUFFIX = ".part"  # FILE.mz.part: finished windows of an unfinished compression (memzip/journal.py)
+RAY_ADDRESS_ENV = "MEMZIP_RAY_ADDRESS"  # memzip.parallel's default Ray address (kept torch- and ray-free here)
 
 
 class UsageError(MemzipError):
@@ -55,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("-T", "--threads", type=int, default=None,
                         help="CPU threads (default: the cores here); only speed depends on it, never a bit of the "
                         "output: the exact engine computes the same logits with any count")
+        if sp is not t:
+            sp.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                            help="files coded at once by N worker processes, each loading the model once (0: one "
+                            "per core; with --ray, default one per CPU of the cluster); each worker gets "
+                            "cores/N threads unless -T says otherwise (default 1: one file after another)")
+            sp.add_argument("-r", "--recursive", action="store_true",
+                            help="directories: every regular file under them (c: those not ending in .mz; x: the "
+                            ".mz files), as gzip -r")
+            sp.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                            help="code the files on Ray workers (pip install 'memzip[ray]'): bare, a local Ray "
+                            f"cluster or the one ${RAY_ADDRESS_ENV} names; 'auto' joins the cluster running "
+                            "here; HOST:PORT or ray://HOST:PORT another (memzip must be installed on its nodes)")
 
     c = sub.add_parser("c", help="compress FILE to FILE.mz")
     io_options(c)
@@ -231,8 +244,9 @@ class _Models:
 
 
 def _target(args, path: str) -> str | None:
-    """The output path for ``path`` (None: standard output), refused now if it cannot be written: an
-    unwritable destination is found before hours of work, not after."""
+    """Where ``path``'s output goes (None: standard output), once every check that can be made before
+    any work has passed: an existing target (without -f), compressed data to a terminal, the input
+    itself, a missing or unwritable directory."""
     target = _output_path(args, path)
     if target is not None and os.path.exists(target) and not args.force:
         raise UsageError(f"{target} already exists; use -f to overwrite")
@@ -363,6 +377,61 @@ def _together(args, inputs: list[bytes], models: _Models, progress) -> list[tupl
     dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
     return [(out, None) for out in codec.decompress_many(inputs, args.model, progress, load=models.load,
                                                          dictionary=dictionary)]
+
+
+def _run_pool(args, paths: list[str], progress, say) -> None:
+    """Every file through a pool of workers (memzip.parallel: -j processes here, or Ray actors), each
+    output written in input order as it comes, atomically, after every target was checked."""
+    from .batch import pieces
+    from .parallel import WorkerSpec, open_pool
+
+    kind = "compress" if args.command == "c" else "decompress"
+    targets = [_target(args, p) for p in paths]  # every refusal before any work
+    settings = _settings(args) if kind == "compress" else None
+    if args.jobs is not None and args.jobs < 0:
+        raise UsageError("--jobs must be 0 (all cores) or more")
+    jobs = args.jobs if args.jobs is not None else (0 if args.ray is not None else 1)
+    ray = None if args.ray is None else (args.ray or True)
+    spec = WorkerSpec(args.model, args.device, args.dictionary, args.threads)
+    sizes: list[int] = []
+    started, written = time.monotonic(), 0
+    with open_pool(spec, jobs, ray) as pool:
+        workers = f"{pool.workers} worker{'s' if pool.workers != 1 else ''}"
+        progress.phase(f"{'compressing' if kind == 'compress' else 'restoring'} on {workers}", len(paths))
+        for i, out in enumerate(pool.map(kind, pieces(paths, sizes, _read_input), settings)):
+            path, target, name = paths[i], targets[i], "stdin" if paths[i] == "-" else paths[i]
+            _write(args, path, target, out)
+            written += len(out)
+            progress.update(i + 1, info=f"{sum(sizes[: i + 1]):,} B read")
+            if kind == "compress":
+                ratio = f"{len(out) / sizes[i]:.3f}" if sizes[i] else "n/a"
+                say(f"{name}: {sizes[i]} -> {len(out)} bytes (ratio {ratio})")
+            else:
+                say(f"{name}: restored {len(out)} bytes")
+    progress.done()
+    elapsed = time.monotonic() - started
+    say(f"{len(paths)} files: {sum(sizes)} -> {written} bytes on {workers}; {elapsed:.1f} s "
+        f"({sum(sizes) / max(elapsed, 1e-9):.1f} B/s read)")
+
+
+def _ray_option(argv: list[str]) -> list[str]:
+    """``--ray`` takes an optional ADDRESS: the next argument is one only if it looks like one (auto,
+    local, or with a ':'), so that ``memzip c --ray FILE`` keeps FILE a file."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return out + argv[i:]
+        if a == "--ray":
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            if nxt is not None and (nxt in ("auto", "local") or ":" in nxt):
+                out.append(f"--ray={nxt}")
+                i += 2
+                continue
+            a = "--ray="
+        out.append(a)
+        i += 1
+    return out
 
 
 def _samples(paths: list[str]) -> list[str]:
@@ -504,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
     # torch's OpenMP threads otherwise spin between parallel regions, burning cores that a busy machine
     # needs (measured with the float replay: 6x less wall time with PASSIVE on a loaded machine)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    args = _parser().parse_args(gzip_style(list(sys.argv[1:] if argv is None else argv)))
+    args = _parser().parse_args(_ray_option(gzip_style(list(sys.argv[1:] if argv is None else argv))))
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "info":
@@ -524,7 +593,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             _train(args, models, say)
             return 0
-        for group in _batches(args, args.files):
+        paths = args.files
+        if args.recursive:
+            from .batch import expand
+
+            paths = expand(paths, "compress" if args.command == "c" else "decompress", recursive=True)
+            if args.output and len(paths) > 1:
+                raise UsageError("-o takes a single input file")
+        if args.ray is not None or (args.jobs not in (None, 1) and len(paths) > 1):
+            try:
+                _run_pool(args, paths, progress, say)
+            finally:
+                progress.done()
+            return 0
+        for group in _batches(args, paths):
             try:
                 if len(group) == 1:
                     _run_file(args, group[0], models, progress, say)
