@@ -260,6 +260,8 @@ class _Models:
 
 
 def _run_file(args, path: str, models: _Models, progress, say) -> None:
+    if getattr(args, "range", None) is not None and not (args.stdout or args.output):
+        raise UsageError("--range writes to standard output (-c) or to a file named with -o")
     target = _output_path(args, path)
     if target is not None and os.path.exists(target) and not args.force:
         raise UsageError(f"{target} already exists; use -f to overwrite")
@@ -389,8 +391,6 @@ def _restore_stream(args, src, path: str, name: str, target: str | None, models:
     """memzip x of a framed file (frame by frame) or of a --range (only the frames holding it)."""
     from . import frames
 
-    if args.range is not None and not (args.stdout or args.output):
-        raise UsageError("--range writes to standard output (-c) or to a file named with -o")
     dictionary = _dictionary_for_x(args, models)
     started = time.monotonic()
     written = []
@@ -590,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.output and len(args.files) > 1 and args.command != "train":
             raise UsageError("-o takes a single input file")
+        if getattr(args, "range", None) is not None and len(args.files) > 1:
+            raise UsageError("--range takes a single input file")
         if args.threads is not None:
             if args.threads < 1:
                 raise UsageError("--threads must be at least 1")
