@@ -16,6 +16,7 @@ this process; a process pool or Ray can do the same, bound to the same model, se
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from itertools import chain
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from . import codec
-from .errors import ContainerError, MemzipError, RangeError, SettingsError
+from .errors import ContainerError, IntegrityError, MemzipError, RangeError, SettingsError
 from .format import container
 from .format import frames as fmt
 from .format.frames import is_framed  # noqa: F401 - part of this module's API
@@ -105,10 +106,12 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
                 out.reports.append(report)
                 yield blob
     pending: deque = deque()  # (size, checksum) of each piece handed out, until its frame returns
+    whole = hashlib.sha256()
 
     def handed_out():
         for piece in chain((first, second), split):
             pending.append((len(piece), container.original_checksum(piece)))
+            whole.update(piece)
             yield piece
 
     writer = fmt.Writer(dst)
@@ -125,7 +128,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
         out.original_size += size
     if pending:
         raise SettingsError("map_frames returned fewer frames than it was given pieces")
-    out.compressed_size, out.frames = writer.finish(), writer.count
+    out.compressed_size, out.frames = writer.finish(fmt.original_checksum(whole)), writer.count
     return out
 
 
@@ -175,8 +178,8 @@ def _head(f: BinaryIO) -> bytes:
 def decompress_stream(src: BinaryIO, dst: BinaryIO, model=None, dictionary=None, map_frames: MapFrames | None = None,
                       progress: Progress | None = None, load=None) -> int:
     """Restore the file open in ``src`` (seekable: a framed file or a plain container) into ``dst``,
-    frame by frame (each frame's checksum is checked before its bytes are written); returns the bytes
-    written. ``map_frames`` maps frames (containers) to restored pieces; ``load`` as for
+    frame by frame (each frame's checksum is checked before its bytes are written, the whole original's
+    before the last frame's); returns the bytes written. ``map_frames`` maps frames (containers) to restored pieces; ``load`` as for
     ``codec.decompress_container`` (default: each model loaded once)."""
     progress = progress or Progress()
     if not is_framed(_head(src)):
@@ -185,8 +188,12 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model=None, dictionary=None,
         dst.write(out)
         return len(out)
     table = fmt.read_table(src)
-    written = 0
+    written, whole = 0, hashlib.sha256()
     for _frame, piece in _restored(src, table, table.frames, model, dictionary, map_frames, progress, load):
+        whole.update(piece)
+        if written + len(piece) == table.original_size and fmt.original_checksum(whole) != table.checksum:
+            raise IntegrityError("the frames do not make up the original (its checksum does not match); "
+                                 "the last frame not written")
         dst.write(piece)
         written += len(piece)
     return written

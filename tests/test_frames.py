@@ -12,7 +12,7 @@ import pytest
 
 from memzip import codec, frames
 from memzip.cli import main
-from memzip.errors import ContainerError, RangeError, SettingsError
+from memzip.errors import ContainerError, IntegrityError, RangeError, SettingsError
 from memzip.format import container
 from memzip.format import frames as fmt
 from memzip.tiny import TRAINING_TEXT
@@ -110,10 +110,9 @@ def test_range_restores_decode_only_the_frames_they_need(lm, framed):
 
 def _resealed(blob: bytes, table: bytes, count: int | None = None) -> bytes:
     """``blob`` with its seek table replaced by ``table`` and a footer that agrees with it."""
-    old_count, old_len, _, magic = fmt.FOOTER.unpack(blob[-fmt.FOOTER_LEN :])
+    old_count, old_len, checksum, _, _ = fmt.FOOTER.unpack(blob[-fmt.FOOTER_LEN :])
     count = old_count if count is None else count
-    body = blob[: -fmt.FOOTER_LEN - old_len]
-    return body + table + fmt.FOOTER.pack(count, len(table), fmt._table_checksum(table, count), magic)
+    return blob[: -fmt.FOOTER_LEN - old_len] + fmt.seek_table(table, count, checksum)
 
 
 def _table(blob: bytes) -> bytes:
@@ -167,6 +166,14 @@ def test_the_strict_reader_refuses_damaged_files(lm, framed):
     fmt.read_table(io.BytesIO(swapped_blob))  # the table alone cannot tell
     with pytest.raises(ContainerError, match="frame 1: its original size does not match the seek table"):
         _restore(swapped_blob, lm)
+    # the first two frames exchanged, their entries too: each frame is sound, the whole original is not
+    t = fmt.read_table(io.BytesIO(framed))
+    a, b = (framed[f.offset : f.offset + f.size] for f in t.frames[:2])
+    rest = framed[t.frames[2].offset : -fmt.FOOTER_LEN - len(table)]
+    reordered = _resealed(fmt.preamble() + b + a + rest + framed[-fmt.FOOTER_LEN - len(table) :],
+                          _packed(e[2:4] + e[0:2] + e[4:]))
+    with pytest.raises(IntegrityError, match="do not make up the original"):
+        _restore(reordered, lm)
 
 
 def test_map_frames_is_an_ordered_lazy_map(lm):

@@ -21,10 +21,12 @@ from .container import Reader, varint
 MAGIC = b"\x89MZF"
 FRAMES_VERSION = 1
 FOOTER_MAGIC = b"MZF\x8f"  # the file's last 4 bytes
-# footer: frame count (u32 LE), table length (u32 LE), table checksum (4 bytes), FOOTER_MAGIC
-FOOTER = struct.Struct("<II4s4s")
-FOOTER_LEN = FOOTER.size  # 16
-TABLE_CHECKSUM_LEN = 4
+# footer: frame count (u32 LE), table length (u32 LE), the original's checksum (first 4 bytes of its
+# SHA-256: frames in the wrong order or missing are found by a whole restore), the table's checksum (4 bytes
+# of the SHA-256 of the table and the footer's first 12 bytes), FOOTER_MAGIC
+FOOTER = struct.Struct("<II4s4s4s")
+FOOTER_LEN = FOOTER.size  # 20
+CHECKSUM_LEN = 4
 
 # Bounds that keep a hostile table from making a reader allocate without limit (a frame is read whole).
 MIN_FRAMES = 2  # an input of one frame is a plain container: one input, one encoding
@@ -57,6 +59,7 @@ class Frame:
 class SeekTable:
     frames: list[Frame]
     file_size: int  # of the framed file
+    checksum: bytes  # first CHECKSUM_LEN bytes of the SHA-256 of the whole original
 
     @property
     def original_size(self) -> int:
@@ -71,9 +74,16 @@ def preamble() -> bytes:
     return MAGIC + varint(FRAMES_VERSION)
 
 
-def _table_checksum(table: bytes, count: int) -> bytes:
-    """First bytes of the SHA-256 of the table and the footer's two counts."""
-    return hashlib.sha256(table + struct.pack("<II", count, len(table))).digest()[:TABLE_CHECKSUM_LEN]
+def original_checksum(sha256) -> bytes:
+    """What the footer records of the original, from a hashlib.sha256 object fed the whole original."""
+    return sha256.digest()[:CHECKSUM_LEN]
+
+
+def seek_table(table: bytes, count: int, checksum: bytes) -> bytes:
+    """The seek table ``table`` (``count`` frames' varints) and the footer that goes with it, for an
+    original whose checksum is ``checksum``."""
+    head = struct.pack("<II", count, len(table)) + checksum
+    return table + head + hashlib.sha256(table + head).digest()[:CHECKSUM_LEN] + FOOTER_MAGIC
 
 
 class Writer:
@@ -99,12 +109,14 @@ class Writer:
         self.table += varint(len(frame)) + varint(original_size)
         self.count += 1
 
-    def finish(self) -> int:
-        """Write the seek table and footer; returns the framed file's size."""
+    def finish(self, checksum: bytes) -> int:
+        """Write the seek table and footer (``checksum``: ``original_checksum`` of the whole original);
+        returns the framed file's size."""
         if self.count < MIN_FRAMES:
             raise ValueError(f"a framed file holds at least {MIN_FRAMES} frames")
-        table = bytes(self.table)
-        self._write(table + FOOTER.pack(self.count, len(table), _table_checksum(table, self.count), FOOTER_MAGIC))
+        if len(checksum) != CHECKSUM_LEN:
+            raise ValueError(f"the original's checksum is {CHECKSUM_LEN} bytes")
+        self._write(seek_table(bytes(self.table), self.count, checksum))
         return self.written
 
 
@@ -133,7 +145,8 @@ def read_table(f: BinaryIO) -> SeekTable:
     first = r.pos
     if size < first + FOOTER_LEN:
         raise ContainerError("truncated file (no room for the seek table's footer)")
-    count, table_len, checksum, magic = FOOTER.unpack(_read_at(f, size - FOOTER_LEN, FOOTER_LEN))
+    footer = _read_at(f, size - FOOTER_LEN, FOOTER_LEN)
+    count, table_len, whole, _checksum, magic = FOOTER.unpack(footer)
     if magic != FOOTER_MAGIC:
         raise ContainerError("framed file is truncated or corrupted (no seek table footer at its end)")
     if not MIN_FRAMES <= count <= MAX_FRAMES:
@@ -141,7 +154,7 @@ def read_table(f: BinaryIO) -> SeekTable:
     if not 2 * count <= table_len <= MAX_ENTRY_BYTES * count or first + table_len + FOOTER_LEN > size:
         raise ContainerError("seek table length is out of range")
     table = _read_at(f, size - FOOTER_LEN - table_len, table_len)
-    if _table_checksum(table, count) != checksum:
+    if seek_table(table, count, whole)[-FOOTER_LEN:] != footer:
         raise ContainerError("framed file is corrupted (seek table checksum mismatch)")
     t, frames, offset, start = Reader(table), [], first, 0
     for i in range(count):
@@ -156,7 +169,7 @@ def read_table(f: BinaryIO) -> SeekTable:
         raise ContainerError("seek table holds more than its frames")
     if offset != size - FOOTER_LEN - table_len:
         raise ContainerError("seek table sizes do not add up to the file's size")
-    return SeekTable(frames, size)
+    return SeekTable(frames, size, whole)
 
 
 def frame_bytes(f: BinaryIO, frame: Frame) -> bytes:
