@@ -4,7 +4,8 @@ Inputs are kept; outputs are written to a temporary file beside the target and r
 only when complete and verified, so an error or an interrupt never leaves a partial output. While
 `memzip c` works, finished windows are journaled in FILE.mz.part; a run that is interrupted or killed
 is resumed from there by the next `memzip c` of the same file, and the journal is deleted only after
-the output is in place.
+the output is in place. An input larger than --frame-size is streamed into a framed file (memzip/frames.py),
+restored frame by frame; `memzip x --range START:END` decodes only the frames holding those bytes.
 """
 
 from __future__ import annotations
