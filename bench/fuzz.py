@@ -9,7 +9,10 @@ original bytes; anything else -- another exception, or different bytes returned 
 with the case's seed so it can be replayed. Two more kinds of case need no model: a dictionary file
 (.mzd) mutated the same way and resealed, read by ``memzip.format.dictionary.read``, and a container in
 the packaged model's single-window profiles (no trailer) mutated and read by ``container.read``: each
-must be refused with a MemzipError or read into a valid value.
+must be refused with a MemzipError or read into a valid value. A framed file (three containers and a
+seek table) is mutated inside its frames, in its table, in the order and number of its frames, in its
+footer and in any bytes, its table checksum made to agree most of the time, and restored whole or in a
+random byte range: refused or exact, like a container.
 """
 
 from __future__ import annotations
@@ -197,22 +200,144 @@ def _mutate_dictionary(blob: bytes, rng: random.Random) -> bytes:
     return bytes(body) + blob[-4:]
 
 
+def seed_framed(lm) -> tuple[bytes, bytes]:
+    """A framed file of three frames (tiny pieces of the tiny model's text) and its original."""
+    from memzip import frames
+    from memzip.tiny import TRAINING_TEXT
+
+    data = TRAINING_TEXT[:150].encode()
+    return frames.compress_bytes(data, lm, frame_size=60), data
+
+
+def _framed_parts(blob: bytes) -> tuple[list[bytes], list[int]]:
+    """A valid framed file's frames and its table's values (compressed, original, ... per frame)."""
+    import io
+
+    from memzip.format import frames as fmt
+
+    table = fmt.read_table(io.BytesIO(blob))
+    return ([blob[f.offset : f.offset + f.size] for f in table.frames],
+            [v for f in table.frames for v in (f.size, f.original_size)])
+
+
+def framed_file(parts: list[bytes], values: list[int], checksum: bytes, count: int | None = None,
+                table: bytes | None = None) -> bytes:
+    """A framed file of these frames and table values, with a footer that agrees with its table and
+    records ``checksum`` as the original's."""
+    from memzip.format import frames as fmt
+
+    table = b"".join(container.varint(v) for v in values) if table is None else table
+    count = len(values) // 2 if count is None else count
+    return fmt.preamble() + b"".join(parts) + fmt.seek_table(table, count, checksum)
+
+
+def mutate_framed(blob: bytes, rng: random.Random) -> tuple[bytes, bool]:
+    """One random hostile variant of a valid framed file: damage inside a frame (its table entry kept
+    in agreement), to the seek table's values, to the order or number of frames, to the footer's counts,
+    or to any bytes; the table's checksum is made to agree most of the time, so that the damage reaches
+    the checks behind it. Also returns whether a range restore must be exact: not when frames were
+    reordered, or when the table reads with other original sizes (every frame and the table are then
+    sound, the table checksum made to agree on purpose, and only a whole restore, which checks the
+    original's checksum, can tell)."""
+    from memzip.format import frames as fmt
+
+    parts, values = _framed_parts(blob)
+    checksum = fmt.FOOTER.unpack(blob[-fmt.FOOTER_LEN :])[2]
+    count, positions = None, True
+    kind = rng.random()
+    if kind < 0.3:  # a frame damaged as a container is, its size in the table kept right
+        i = rng.randrange(len(parts))
+        parts[i] = mutate(parts[i], rng)
+        values[2 * i] = len(parts[i])
+    elif kind < 0.5:  # a table value replaced
+        i = rng.randrange(len(values))
+        values[i] = rng.choice([0, 1, 4, 5, values[i] - 1, values[i] + 1, 2**30, 2**30 + 1, 2**32, 2**63, 2**64 - 1])
+    elif kind < 0.6:  # frames reordered, their entries with them or not
+        i, j = rng.sample(range(len(parts)), 2)
+        parts[i], parts[j] = parts[j], parts[i]
+        positions = False  # even with its entry kept, a frame of the same sizes would read in its place
+        if rng.random() < 0.5:
+            values[2 * i : 2 * i + 2], values[2 * j : 2 * j + 2] = values[2 * j : 2 * j + 2], values[2 * i : 2 * i + 2]
+    elif kind < 0.7:  # a frame dropped, its entry with it or not
+        i = rng.randrange(len(parts))
+        del parts[i]
+        if rng.random() < 0.7:
+            del values[2 * i : 2 * i + 2]
+            positions = False
+    elif kind < 0.8:  # the footer's frame count
+        count = rng.choice([0, 1, 2, len(parts) - 1, len(parts) + 1, fmt.MAX_FRAMES, fmt.MAX_FRAMES + 1, 2**32 - 1])
+    out = framed_file(parts, values, checksum, count)
+    if kind >= 0.8:  # any bytes: flips, overwrites, truncation, insertion, a table of other length
+        body = bytearray(out)
+        for _ in range(rng.choice([1, 1, 2, 4])):
+            roll = rng.random()
+            if roll < 0.4 and body:
+                body[rng.randrange(len(body))] ^= 1 << rng.randrange(8)
+            elif roll < 0.6 and body:
+                body[rng.randrange(len(body))] = rng.randrange(256)
+            elif roll < 0.8:
+                del body[rng.randrange(len(body) + 1) :]
+            else:
+                i = rng.randrange(len(body) + 1)
+                body[i:i] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        out = bytes(body)
+        if rng.random() < 0.85 and len(out) >= fmt.FOOTER_LEN:  # the footer's checksum made to agree
+            n, size, original, _, magic = fmt.FOOTER.unpack(out[-fmt.FOOTER_LEN :])
+            if size <= len(out) - fmt.FOOTER_LEN:
+                table = out[len(out) - fmt.FOOTER_LEN - size : -fmt.FOOTER_LEN]
+                out = out[: -fmt.FOOTER_LEN] + fmt.seek_table(table, n, original)[-fmt.FOOTER_LEN : -4] + magic
+    if positions:  # a table that reads, with other original sizes: positions a range restore must trust
+        try:
+            positions = _framed_parts(out)[1][1::2] == _framed_parts(blob)[1][1::2]
+        except ContainerError:
+            pass
+    return out, positions
+
+
+def check_framed(blob: bytes, original: bytes, lm, rng: random.Random | None = None) -> str:
+    """``check`` for a framed file, restored whole by ``memzip.frames.decompress_stream`` (with ``rng``,
+    sometimes a random byte range of it by ``restore_range`` instead, which must then be refused or
+    exact)."""
+    import io
+
+    from memzip import frames
+
+    try:
+        if rng is not None and rng.random() < 0.3:
+            start = rng.randrange(len(original) + 1)
+            end = rng.randrange(start, len(original) + 1)
+            if frames.restore_range(io.BytesIO(blob), start, end, lm) != original[start:end]:
+                return "BUG: wrong bytes returned"
+            return "ok"
+        out = io.BytesIO()
+        frames.decompress_stream(io.BytesIO(blob), out, lm)
+    except MemzipError as exc:
+        return f"refused: {type(exc).__name__}"
+    except Exception as exc:  # noqa: BLE001
+        return f"BUG: {type(exc).__name__}: {exc}"
+    return "ok" if out.getvalue() == original else "BUG: wrong bytes returned"
+
+
 def run(cases: int, seed: int, lm, say=print) -> dict:
     from memzip.format import dictionary as dictfile
 
     seeds = seed_containers(lm)
     bound, dict_blob, with_dictionary = seed_dictionary(lm)
     single = single_window_container()
+    framed, framed_original = seed_framed(lm)
     outcomes: collections.Counter = collections.Counter()
     bugs = []
     t0 = time.perf_counter()
     for case in range(cases):
         rng = random.Random(f"{seed}-{case}")
-        kind = case % (len(seeds) + 3)
+        kind = case % (len(seeds) + 4)
         if kind == len(seeds):  # a dictionary file
             outcome = check_reader(dictfile.read, _mutate_dictionary(dict_blob, rng))
         elif kind == len(seeds) + 1:  # the single-window profile (no trailer: mutations read as they are)
             outcome = check_reader(container.read, bytes(mutate(single + bytes(4), rng))[:-4])
+        elif kind == len(seeds) + 3:  # a framed file (containers and a seek table)
+            blob, positions = mutate_framed(framed, rng)
+            outcome = check_framed(blob, framed_original, lm, rng if positions else None)
         elif kind == len(seeds) + 2:  # a container made with a dictionary, decoded with it
             blob, original = with_dictionary
             outcome = check(mutate(blob, rng), original, lm, bound)

@@ -4,7 +4,8 @@ Inputs are kept; outputs are written to a temporary file beside the target and r
 only when complete and verified, so an error or an interrupt never leaves a partial output. While
 `memzip c` works, finished windows are journaled in FILE.mz.part; a run that is interrupted or killed
 is resumed from there by the next `memzip c` of the same file, and the journal is deleted only after
-the output is in place.
+the output is in place. An input larger than --frame-size is streamed into a framed file (memzip/frames.py),
+restored frame by frame; `memzip x --range START:END` decodes only the frames holding those bytes.
 """
 
 from __future__ import annotations
@@ -120,8 +121,18 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--margin", type=float, default=d.margin,
                    help=f"memory vectors: required lead of each replayed token's logit over the runner-up (default {d.margin})")
 
+    from .frames import DEFAULT_FRAME_SIZE
+
+    c.add_argument("--frame-size", default=str(DEFAULT_FRAME_SIZE), metavar="BYTES",
+                   help=f"an input larger than this is cut into frames of at most this many bytes (at a newline "
+                   f"where there is one), each compressed alone, with a seek table: restored in pieces, or only the "
+                   f"frames a --range needs (suffixes K, M; default {DEFAULT_FRAME_SIZE // 1024}K)")
+
     x = sub.add_parser("x", help="restore FILE from FILE.mz")
     io_options(x)
+    x.add_argument("--range", metavar="START:END",
+                   help="restore only bytes START to END (exclusive; END left out: to the end) of the original, to -c "
+                   "or -o OUT; of a framed file only the frames holding them are decoded")
 
     io_options(t)
     from .dictionary import BUDGETS
@@ -134,6 +145,25 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe .mz files")
     i.add_argument("files", nargs="+", metavar="FILE")
     return p
+
+
+_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _byte_size(text: str, option: str) -> int:
+    """A byte count: digits, optionally followed by K, M or G (powers of 1024)."""
+    digits, suffix = (text[:-1], text[-1].upper()) if text[-1:].isalpha() else (text, "")
+    if not digits.isascii() or not digits.isdigit() or suffix not in _SUFFIXES:
+        raise UsageError(f"{option}: {text!r} is not a byte count (digits, optionally K, M or G)")
+    return int(digits) * _SUFFIXES[suffix]
+
+
+def _byte_range(text: str) -> tuple[int, int | None]:
+    """--range START:END or START: (to the end), byte offsets."""
+    start, colon, end = text.partition(":")
+    if not colon or not start:
+        raise UsageError(f"--range: {text!r} is not START:END or START: (byte offsets)")
+    return _byte_size(start, "--range"), _byte_size(end, "--range") if end else None
 
 
 def _rich_progress(quiet: bool):
@@ -264,16 +294,7 @@ def _target(args, path: str) -> str | None:
 
 
 def _write(args, path: str, target: str | None, out: bytes) -> None:
-    from .files import write_atomically
-
-    if target is None:
-        sys.stdout.buffer.write(out)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        write_atomically(target, out, force=args.force, mode_from=None if path == "-" else path)
-    except FileExistsError:
-        raise UsageError(f"{target} already exists; use -f to overwrite") from None
+    _write_output(args, target, path, lambda f: f.write(out))
 
 
 def _summary(args, name: str, data: bytes, out: bytes, r, elapsed: float, journal: str | None, say) -> None:
@@ -294,32 +315,145 @@ def _summary(args, name: str, data: bytes, out: bytes, r, elapsed: float, journa
 
 
 def _run_file(args, path: str, models: _Models, progress, say) -> None:
-    from . import codec
-    from .format import container
-
+    if getattr(args, "range", None) is not None and not (args.stdout or args.output):
+        raise UsageError("--range writes to standard output (-c) or to a file named with -o")
     target = _target(args, path)
-    data = _read_input(path)
     name = "stdin" if path == "-" else path
-    parsed = container.read(data) if args.command == "x" else None  # read once: estimate and decoding
-    lm = models.load(args.model) if args.command == "c" else None
-    estimate = _estimate(args, data, parsed)
+    with _open_input(path) as src:
+        if args.command == "x" and not src.seekable():  # standard input: framed files need seeking
+            import io
+
+            src = io.BytesIO(src.read())
+        if args.command == "c":
+            _compress(args, src, path, name, target, models, progress, say)
+        elif args.range is not None or _framed(src):
+            _restore_stream(args, src, path, name, target, models, progress, say)
+        else:
+            _restore(args, src, path, name, target, models, progress, say)
+
+
+def _open_input(path: str):
+    """The input as a binary file; standard input is not closed."""
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin.buffer)
+    return open(path, "rb")
+
+
+def _framed(src) -> bool:
+    from .format.frames import is_framed
+
+    head = src.read(4)
+    src.seek(0)
+    return is_framed(head)
+
+
+def _write_output(args, target: str | None, path: str, write) -> None:
+    """``write(binary file)`` to standard output or atomically to ``target``."""
+    from .files import write_atomically
+
+    if target is None:
+        write(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    try:
+        write_atomically(target, write, force=args.force, mode_from=None if path == "-" else path)
+    except FileExistsError:
+        raise UsageError(f"{target} already exists; use -f to overwrite") from None
+
+
+def _compress(args, src, path: str, name: str, target: str | None, models: _Models, progress, say) -> None:
+    """memzip c: one container for an input of at most one frame, else a framed file, streamed."""
+    from .frames import compress_stream
+
+    frame_size = _byte_size(args.frame_size, "--frame-size")
+    from .format.frames import MAX_FRAME_BYTES
+
+    if not 1 <= frame_size <= MAX_FRAME_BYTES:
+        raise UsageError(f"--frame-size must be 1..{MAX_FRAME_BYTES} bytes")
+    settings = _settings(args)
+    lm = models.load(args.model)
+    size = os.fstat(src.fileno()).st_size if src.seekable() else None
+    estimate = _estimate(args, size, None) if size is not None else None
     if estimate is not None:
         say(f"{name}: {estimate}")
     started = time.monotonic()
-    journal, r = None, None
-    if args.command == "c":
-        journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
-        out, r = codec.compress_with_report(data, lm, _settings(args), progress, journal_path=journal,
-                                            dictionary=models.dictionary(args.dictionary, lm))
-    else:
-        dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
-        out = codec.decompress_container(parsed, args.model, progress, load=models.load, dictionary=dictionary)
-    elapsed = time.monotonic() - started
-    _write(args, path, target, out)
+    journal = None if target is None or path == "-" else target + JOURNAL_SUFFIX
+    done = []
+    _write_output(args, target, path, lambda f: done.append(compress_stream(
+        src, f, lm, settings, models.dictionary(args.dictionary, lm), frame_size, progress=progress,
+        journal_path=journal)))
     if journal is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(journal)  # only now: the output is safely in place
-    _summary(args, name, data, out, r, elapsed, journal, say)
+    elapsed = time.monotonic() - started
+    s = done[0]
+    ratio = f"{s.compressed_size / s.original_size:.3f}" if s.original_size else "n/a"
+    windows = sum(r.windows for r in s.reports)
+    vectors, predicted = sum(r.vectors for r in s.reports), sum(r.predicted for r in s.reports)
+    raw, not_tried = sum(r.fallback_windows for r in s.reports), sum(r.not_tried for r in s.reports)
+    steps = [n for r in s.reports for n in r.steps]
+    resumed = sum(r.resumed for r in s.reports)
+    from .strategies import percentile
+
+    frames = f"{s.frames} frames, " if s.frames else ""
+    not_tried = f" ({not_tried} not tried: expected larger than zstd)" if not_tried else ""
+    step_note = f", steps median {percentile(steps, 0.5)} p90 {percentile(steps, 0.9)}" if steps else ""
+    step_note += f", {resumed} resumed from {journal}" if resumed else ""
+    stored = f"{vectors} vectors" if vectors else f"{predicted} predicted"
+    say(
+        f"{name}: {s.original_size} -> {s.compressed_size} bytes (ratio {ratio}); {frames}{windows} windows: {stored}, "
+        f"{raw} raw{not_tried}{step_note}; {elapsed:.1f} s ({s.original_size / max(elapsed, 1e-9):.1f} B/s)"
+    )
+    if args.verbose and not s.frames:
+        say("  sections: " + _sections(s.reports[0].sizes))
+
+
+def _dictionary_for_x(args, models: _Models):
+    return (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
+
+
+def _restore(args, src, path: str, name: str, target: str | None, models: _Models, progress, say) -> None:
+    """memzip x of a plain container: read once (estimate and decoding), decoded whole, then written."""
+    from . import codec
+    from .format import container
+
+    data = src.read()
+    parsed = container.read(data)
+    estimate = _estimate(args, len(data), parsed)
+    if estimate is not None:
+        say(f"{name}: {estimate}")
+    started = time.monotonic()
+    out = codec.decompress_container(parsed, args.model, progress, load=models.load,
+                                     dictionary=_dictionary_for_x(args, models))
+    elapsed = time.monotonic() - started
+    _write_output(args, target, path, lambda f: f.write(out))
+    say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
+
+
+def _restore_stream(args, src, path: str, name: str, target: str | None, models: _Models, progress, say) -> None:
+    """memzip x of a framed file (frame by frame) or of a --range (only the frames holding it)."""
+    from . import frames
+
+    dictionary = _dictionary_for_x(args, models)
+    started = time.monotonic()
+    written = []
+    if args.range is None:
+        _write_output(args, target, path, lambda f: written.append(frames.decompress_stream(
+            src, f, args.model, dictionary, progress=progress, load=models.load)))
+        what = f"{written[0]} bytes"
+    else:
+        start, end = _byte_range(args.range)
+        pieces = frames.range_pieces(src, start, end, args.model, dictionary, progress=progress, load=models.load)
+
+        def write(f):
+            written.append(0)
+            for piece in pieces:
+                f.write(piece)
+                written[0] += len(piece)
+
+        _write_output(args, target, path, write)
+        what = f"bytes {start}..{start + written[0]} ({written[0]} bytes)"
+    say(f"{name}: restored {what} in {time.monotonic() - started:.1f} s")
 
 
 BATCH_FILE_BYTES = 64 << 10  # files up to this size are coded together with others of the same command
@@ -478,13 +612,13 @@ STEP_S, STEP_S_PER_ROW = 0.02, 0.0015
 ESTIMATE_ABOVE_S = 20
 
 
-def _estimate(args, data: bytes, parsed) -> str | None:
-    """A one-line estimate of a long job's time, before it starts (None for a short one); ``parsed`` is
-    the container being restored (``x``)."""
+def _estimate(args, size: int, parsed) -> str | None:
+    """A one-line estimate of a long job's time, before it starts (None for a short one): ``size`` bytes
+    to compress (``c``), or ``parsed``, the container being restored (``x``)."""
     if args.command == "c":
         if args.vectors != "none":
             return "optimizing memory vectors: minutes per kilobyte (progress follows)"
-        seconds = len(data) / COMPRESS_BYTES_PER_S
+        seconds = size / COMPRESS_BYTES_PER_S
     else:
         lengths = parsed.window_lengths
         if not lengths:
@@ -510,7 +644,10 @@ def _sections(sizes: dict) -> str:
 def _info(path: str) -> None:
     from .format import container
 
-    blob = _read_input(path)
+    with _open_input(path) as f:
+        if f.seekable() and _framed(f):
+            return _info_framed(path, f)
+        blob = f.read()
     c = container.read(blob)
     h = c.header
     raw_bytes = len(c.fallback)
@@ -537,6 +674,32 @@ def _info(path: str) -> None:
                                if steps is not None else "none (no window is stored as a vector)"),
         "sections:        " + _sections(c.sizes),
         "settings:        " + (", ".join(f"{k}={v}" for k, v in h["settings"].items()) or "defaults"),
+    ]
+    print("\n".join(lines))
+
+
+def _info_framed(path: str, f) -> None:
+    """memzip info of a framed file: its seek table, and every frame read strictly, one at a time."""
+    from .format import container, frames
+
+    table = frames.read_table(f)
+    models, windows, raw = set(), 0, 0
+    for _frame, c in frames.containers(f, table):
+        models.add(c.header["model_id"])
+        windows += c.window_count
+        raw += len(c.fallback)
+    sizes = [fr.original_size for fr in table.frames]
+    packed = [fr.size for fr in table.frames]
+    original = table.original_size
+    lines = [
+        f"file:            {path}",
+        f"format:          framed file, version {frames.FRAMES_VERSION}: {len(sizes)} frames, each a container of "
+        f"format {container.FORMAT_VERSION}, and a seek table ({table.file_size - sum(packed) - len(frames.preamble())} B)",
+        "model:           " + ", ".join(sorted(models)),
+        f"original:        {original} bytes",
+        f"compressed:      {table.file_size} bytes, ratio {table.file_size / original:.3f}",
+        f"frames:          {min(sizes)}..{max(sizes)} bytes of the original each, {min(packed)}..{max(packed)} compressed",
+        f"windows:         {windows} (tokens coded with the model's probabilities or vectors), raw bytes: {raw}",
     ]
     print("\n".join(lines))
 
@@ -582,6 +745,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.output and len(args.files) > 1 and args.command != "train":
             raise UsageError("-o takes a single input file")
+        if getattr(args, "range", None) is not None and len(args.files) > 1:
+            raise UsageError("--range takes a single input file")
         if args.threads is not None:
             if args.threads < 1:
                 raise UsageError("--threads must be at least 1")

@@ -23,3 +23,7 @@ class IntegrityError(MemzipError):
 
 class SettingsError(MemzipError, ValueError):
     """Compression settings that cannot work (e.g. with this model)."""
+
+
+class RangeError(MemzipError, ValueError):
+    """A byte range to restore that is not within the original file."""

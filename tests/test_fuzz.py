@@ -39,3 +39,28 @@ def test_unmutated_seeds_decode_and_the_fuzzer_reaches_the_decoder(lm, seeds):
     refused = {k for k in result["outcomes"] if k.startswith("refused")}
     # the mutations reach past the checksum: header, container structure and the final checksum all refuse
     assert {"refused: ContainerError", "refused: IntegrityError"} <= refused, result["outcomes"]
+
+
+@pytest.fixture(scope="module")
+def framed(lm):
+    return fuzz.seed_framed(lm)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(0, 2**32 - 1))
+def test_mutated_framed_files_are_refused_or_exact(lm, framed, seed):
+    blob, original = framed
+    rng = random.Random(seed)
+    mutated, positions = fuzz.mutate_framed(blob, rng)
+    outcome = fuzz.check_framed(mutated, original, lm, rng if positions else None)
+    assert not outcome.startswith("BUG"), outcome
+
+
+def test_the_framed_seed_restores_and_its_reordered_frames_are_refused(lm, framed):
+    blob, original = framed
+    assert fuzz.check_framed(blob, original, lm) == "ok"
+    parts, values = fuzz._framed_parts(blob)
+    assert len(parts) == 3
+    checksum = blob[-12:-8]
+    swapped = fuzz.framed_file([parts[1], parts[0], parts[2]], values[2:4] + values[:2] + values[4:], checksum)
+    assert fuzz.check_framed(swapped, original, lm) == "refused: IntegrityError"
