@@ -80,28 +80,70 @@ def read(path: str) -> bytes:
         return f.read()
 
 
-def pieces(paths: Iterable[str], sizes: list[int], reader: Callable[[str], bytes] = read) -> Iterator[bytes]:
-    """Each file's bytes, read when asked for; its size appended to ``sizes``."""
+def pieces(kind: str, paths: Iterable[str], frame_size: int, sizes: list[int]) -> Iterator[bytes]:
+    """What the workers code, read when asked for: for compression each file's frames (its pieces of at
+    most ``frame_size`` bytes, cut as memzip.frames cuts them: a file of one piece is one), for
+    decompression each plain container, or each frame of a framed file. Each input's size is appended
+    to ``sizes``."""
+    from .format import frames as fmt
+    from .frames import pieces as cut
+
     for path in paths:
-        data = reader(path)
-        sizes.append(len(data))
-        yield data
+        with open(path, "rb") as f:
+            sizes.append(os.fstat(f.fileno()).st_size)
+            if kind == "compress":
+                count = 0
+                for piece in cut(f, frame_size):
+                    count += 1
+                    yield piece
+                if not count:  # an empty file is one empty piece, as compress_stream sees it
+                    yield b""
+            elif fmt.is_framed(f.read(len(fmt.MAGIC))):
+                table = fmt.read_table(f)
+                for frame in table.frames:
+                    yield fmt.frame_bytes(f, frame)
+            else:
+                f.seek(0)
+                yield f.read()
 
 
 def run(kind: str, paths: list[str], mapper: Callable[[Iterable[bytes]], Iterator[bytes]], *, force: bool = False,
+        frame_size: int | None = None, targets: list[str | None] | None = None,
+        write: Callable[[str, str | None, Callable], None] | None = None,
         on_file: Callable[[FileResult], None] | None = None) -> Summary:
-    """Every file in ``paths`` through ``mapper`` (memzip.parallel: pieces -> results in order), each
-    output written atomically to its target as it comes; ``on_file`` is told of each one written."""
+    """Every file in ``paths`` through ``mapper`` (memzip.parallel: pieces -> results in order), frame by
+    frame: each output is what one process makes of the file (memzip.frames.compress_stream /
+    decompress_stream, their frames coded by the workers), written in input order as it comes,
+    atomically to its target (``targets``: default FILE.mz / FILE; ``write(path, target, writer)``
+    replaces the writing, e.g. for standard output); ``on_file`` is told of each file done."""
+    from . import frames
     from .files import write_atomically
 
-    targets = [target_for(kind, p) for p in paths]
+    frame_size = frame_size or frames.DEFAULT_FRAME_SIZE
+    targets = targets if targets is not None else [target_for(kind, p) for p in paths]
     for target in targets:
-        if os.path.exists(target) and not force:
+        if target is not None and os.path.exists(target) and not force:
             raise FileExistsError(errno.EEXIST, "file exists (force=True to overwrite)", target)
+    if write is None:
+        def write(path, target, writer):
+            write_atomically(target, writer, force=force, mode_from=path)
     started, sizes, summary = time.monotonic(), [], Summary()
-    for i, out in enumerate(mapper(pieces(paths, sizes))):
-        write_atomically(targets[i], out, force=force, mode_from=paths[i])
-        summary.files.append(FileResult(paths[i], targets[i], sizes[i], len(out)))
+    results = mapper(pieces(kind, paths, frame_size, sizes))
+
+    def from_workers(items):  # this file's pieces, each answered by the next result of the whole job
+        for _item in items:
+            yield next(results)
+
+    for path, target in zip(paths, targets):
+        out = []
+        with open(path, "rb") as src:
+            if kind == "compress":
+                writer = lambda dst: out.append(frames.compress_stream(src, dst, frame_size=frame_size,  # noqa: E731
+                                                                        map_frames=from_workers).compressed_size)
+            else:
+                writer = lambda dst: out.append(frames.decompress_stream(src, dst, map_frames=from_workers))  # noqa: E731
+            write(path, target, writer)
+        summary.files.append(FileResult(path, target, os.path.getsize(path), out[0]))
         if on_file is not None:
             on_file(summary.files[-1])
     summary.seconds = time.monotonic() - started
@@ -110,12 +152,13 @@ def run(kind: str, paths: list[str], mapper: Callable[[Iterable[bytes]], Iterato
 
 def compress_files(paths: Iterable[str | os.PathLike], model: str | None = None, settings=None, *, jobs: int = 1,
                    ray: bool | str | None = None, dictionary: str | os.PathLike | None = None,
-                   device: str | None = None, force: bool = False, threads: int | None = None) -> Summary:
-    """Compress each file to FILE.mz. ``model``: an ID or local path (None: the default); ``settings``:
+                   device: str | None = None, force: bool = False, threads: int | None = None,
+                   frame_size: int | None = None) -> Summary:
+    """Compress each file to FILE.mz (a file over ``frame_size`` bytes, default memzip.frames', framed). ``model``: an ID or local path (None: the default); ``settings``:
     memzip.CompressSettings; ``jobs`` workers (0: one per core, or per CPU of the Ray cluster); ``ray``:
     True (MEMZIP_RAY_ADDRESS, or a local cluster) or a cluster address ("auto": the running one);
     ``dictionary``: a .mzd file made by ``memzip train``; ``threads`` per worker (default: shared out)."""
-    return _files("compress", paths, model, settings, jobs, ray, dictionary, device, force, threads)
+    return _files("compress", paths, model, settings, jobs, ray, dictionary, device, force, threads, frame_size)
 
 
 def decompress_files(paths: Iterable[str | os.PathLike], model: str | None = None, *, jobs: int = 1,
@@ -126,7 +169,7 @@ def decompress_files(paths: Iterable[str | os.PathLike], model: str | None = Non
     return _files("decompress", paths, model, None, jobs, ray, dictionary, device, force, threads)
 
 
-def _files(kind, paths, model, settings, jobs, ray, dictionary, device, force, threads) -> Summary:
+def _files(kind, paths, model, settings, jobs, ray, dictionary, device, force, threads, frame_size=None) -> Summary:
     from .parallel import WorkerSpec, open_pool
 
     paths = [os.fspath(p) for p in paths]
@@ -134,4 +177,4 @@ def _files(kind, paths, model, settings, jobs, ray, dictionary, device, force, t
         target_for(kind, p)  # refuse a wrong suffix before starting workers
     spec = WorkerSpec(model, device, os.fspath(dictionary) if dictionary is not None else None, threads)
     with open_pool(spec, jobs, ray) as pool:
-        return run(kind, paths, pool.mapper(kind, settings), force=force)
+        return run(kind, paths, pool.mapper(kind, settings), force=force, frame_size=frame_size)

@@ -365,11 +365,7 @@ def _compress(args, src, path: str, name: str, target: str | None, models: _Mode
     """memzip c: one container for an input of at most one frame, else a framed file, streamed."""
     from .frames import compress_stream
 
-    frame_size = _byte_size(args.frame_size, "--frame-size")
-    from .format.frames import MAX_FRAME_BYTES
-
-    if not 1 <= frame_size <= MAX_FRAME_BYTES:
-        raise UsageError(f"--frame-size must be 1..{MAX_FRAME_BYTES} bytes")
+    frame_size = _frame_size(args)
     settings = _settings(args)
     lm = models.load(args.model)
     size = os.fstat(src.fileno()).st_size if src.seekable() else None
@@ -406,6 +402,15 @@ def _compress(args, src, path: str, name: str, target: str | None, models: _Mode
     )
     if args.verbose and not s.frames:
         say("  sections: " + _sections(s.reports[0].sizes))
+
+
+def _frame_size(args) -> int:
+    from .format.frames import MAX_FRAME_BYTES
+
+    frame_size = _byte_size(args.frame_size, "--frame-size")
+    if not 1 <= frame_size <= MAX_FRAME_BYTES:
+        raise UsageError(f"--frame-size must be 1..{MAX_FRAME_BYTES} bytes")
+    return frame_size
 
 
 def _dictionary_for_x(args, models: _Models):
@@ -514,38 +519,57 @@ def _together(args, inputs: list[bytes], models: _Models, progress) -> list[tupl
 
 
 def _run_pool(args, paths: list[str], progress, say) -> None:
-    """Every file through a pool of workers (memzip.parallel: -j processes here, or Ray actors), each
-    output written in input order as it comes, atomically, after every target was checked."""
-    from .batch import pieces
+    """Every file through a pool of workers (memzip.parallel: -j processes here, or Ray actors), frame
+    by frame (memzip.batch.run): each output what one process writes, in input order as it comes,
+    atomically, after every target was checked."""
+    from . import batch
     from .parallel import WorkerSpec, open_pool
 
     kind = "compress" if args.command == "c" else "decompress"
+    if "-" in paths:
+        raise UsageError("-j and --ray read files, not standard input")
     targets = [_target(args, p) for p in paths]  # every refusal before any work
     settings = _settings(args) if kind == "compress" else None
+    frame_size = _frame_size(args) if kind == "compress" else None
     if args.jobs is not None and args.jobs < 0:
         raise UsageError("--jobs must be 0 (all cores) or more")
     jobs = args.jobs if args.jobs is not None else (0 if args.ray is not None else 1)
     ray = None if args.ray is None else (args.ray or True)
     spec = WorkerSpec(args.model, args.device, args.dictionary, args.threads)
-    sizes: list[int] = []
-    started, written = time.monotonic(), 0
+    done = []
+
+    def on_file(r):
+        done.append(r)
+        progress.update(len(done), info=f"{sum(f.read for f in done):,} B read")
+        if kind == "compress":
+            say(f"{r.source}: {r.read} -> {r.written} bytes (ratio {r.written / r.read:.3f})" if r.read
+                else f"{r.source}: {r.read} -> {r.written} bytes")
+        else:
+            say(f"{r.source}: restored {r.written} bytes")
+
     with open_pool(spec, jobs, ray) as pool:
         workers = f"{pool.workers} worker{'s' if pool.workers != 1 else ''}"
         progress.phase(f"{'compressing' if kind == 'compress' else 'restoring'} on {workers}", len(paths))
-        for i, out in enumerate(pool.map(kind, pieces(paths, sizes, _read_input), settings)):
-            path, target, name = paths[i], targets[i], "stdin" if paths[i] == "-" else paths[i]
-            _write(args, path, target, out)
-            written += len(out)
-            progress.update(i + 1, info=f"{sum(sizes[: i + 1]):,} B read")
-            if kind == "compress":
-                ratio = f"{len(out) / sizes[i]:.3f}" if sizes[i] else "n/a"
-                say(f"{name}: {sizes[i]} -> {len(out)} bytes (ratio {ratio})")
-            else:
-                say(f"{name}: restored {len(out)} bytes")
+        summary = batch.run(kind, paths, pool.mapper(kind, settings), force=args.force, frame_size=frame_size,
+                            targets=targets, write=lambda path, target, writer: _write_output(args, target, path, writer),
+                            on_file=on_file)
     progress.done()
-    elapsed = time.monotonic() - started
-    say(f"{len(paths)} files: {sum(sizes)} -> {written} bytes on {workers}; {elapsed:.1f} s "
-        f"({sum(sizes) / max(elapsed, 1e-9):.1f} B/s read)")
+    say(f"{len(paths)} files: {summary.read} -> {summary.written} bytes on {workers}; {summary.seconds:.1f} s "
+        f"({summary.read / max(summary.seconds, 1e-9):.1f} B/s read)")
+
+
+def _worth_a_pool(args, paths: list[str]) -> bool:
+    """-j N pays for its workers' start with several files, or one file of several frames."""
+    if len(paths) > 1:
+        return True
+    if paths == ["-"] or not os.path.isfile(paths[0]):
+        return False
+    if args.command == "c":
+        return os.path.getsize(paths[0]) > _frame_size(args)
+    from .format.frames import MAGIC
+
+    with open(paths[0], "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
 
 
 def _ray_option(argv: list[str]) -> list[str]:
@@ -765,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = expand(paths, "compress" if args.command == "c" else "decompress", recursive=True)
             if args.output and len(paths) > 1:
                 raise UsageError("-o takes a single input file")
-        if args.ray is not None or (args.jobs not in (None, 1) and len(paths) > 1):
+        if args.ray is not None or (args.jobs not in (None, 1) and _worth_a_pool(args, paths)):
             try:
                 _run_pool(args, paths, progress, say)
             finally:

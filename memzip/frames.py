@@ -93,11 +93,16 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
     split = pieces(src, frame_size)
     first = next(split, b"")
     second = next(split, None)
-    lm = codec._model(model, progress) if map_frames is None or second is None else model
-    if second is None:
-        blob, report = codec.compress_with_report(first, lm, settings, progress, journal_path, dictionary)
+    lm = codec._model(model, progress) if map_frames is None else model
+    if second is None:  # one container, exactly codec.compress's
+        if map_frames is None:
+            blob, report = codec.compress_with_report(first, lm, settings, progress, journal_path, dictionary)
+        else:
+            blob, report = next(iter(map_frames(iter([first]))), b""), None
+            if not blob.startswith(container.MAGIC) or container.read(blob).checksum != container.original_checksum(first):
+                raise SettingsError("map_frames: the container is not the compression of its input")
         dst.write(blob)
-        return StreamReport(0, len(first), len(blob), [report])
+        return StreamReport(0, len(first), len(blob), [report] if report else [])
     out = StreamReport(0, 0, 0)
     if map_frames is None:
         def map_frames(items):
@@ -183,8 +188,15 @@ def decompress_stream(src: BinaryIO, dst: BinaryIO, model=None, dictionary=None,
     ``codec.decompress_container`` (default: each model loaded once)."""
     progress = progress or Progress()
     if not is_framed(_head(src)):
-        out = codec.decompress_container(container.read(src.read()), model, progress,
-                                         load=load or _cached_loader(progress), dictionary=dictionary)
+        blob = src.read()
+        c = container.read(blob)
+        if map_frames is None:
+            out = codec.decompress_container(c, model, progress, load=load or _cached_loader(progress),
+                                             dictionary=dictionary)
+        else:  # the map's workers decode and check it; its size is checked here too
+            out = next(iter(map_frames(iter([blob]))), None)
+            if out is None or len(out) != c.header["original_size"] or container.original_checksum(out) != c.checksum:
+                raise IntegrityError("map_frames: the restored file does not match its checksum; nothing written")
         dst.write(out)
         return len(out)
     table = fmt.read_table(src)

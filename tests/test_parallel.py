@@ -69,14 +69,22 @@ def test_compress_files_with_two_jobs_equals_one_job(tiny_model_dir, tmp_path, e
     for i, text in enumerate(TEXTS):
         paths.append(tmp_path / f"f{i}.txt")
         paths[-1].write_bytes(text)
-    summary = memzip.compress_files(paths, model=tiny_model_dir, jobs=2)
+    big = b"".join(TEXTS[1:]) * 2  # over 200 bytes: framed, its frames spread over the workers
+    paths.append(tmp_path / "big.txt")
+    paths[-1].write_bytes(big)
+    summary = memzip.compress_files(paths, model=tiny_model_dir, jobs=2, frame_size=200)
     assert [f.source for f in summary.files] == [str(p) for p in paths]
-    assert [Path(str(p) + ".mz").read_bytes() for p in paths] == expected
-    assert summary.read == sum(map(len, TEXTS)) and summary.written == sum(map(len, expected))
+    assert [Path(str(p) + ".mz").read_bytes() for p in paths[:-1]] == expected
+    from memzip.frames import compress_bytes
+    from memzip.format.frames import is_framed
+
+    framed = Path(str(paths[-1]) + ".mz").read_bytes()
+    assert is_framed(framed) and framed == compress_bytes(big, tiny_model_dir, frame_size=200)
+    assert summary.read == sum(map(len, TEXTS)) + len(big) and summary.written == sum(map(len, expected)) + len(framed)
     for p in paths:
         p.unlink()
     memzip.decompress_files([str(p) + ".mz" for p in paths], model=tiny_model_dir)  # one job: this process
-    assert [p.read_bytes() for p in paths] == TEXTS
+    assert [p.read_bytes() for p in paths] == TEXTS + [big]
     with pytest.raises(FileExistsError):  # every target is checked before any work
         memzip.compress_files(paths, model=tiny_model_dir, jobs=2)
 
