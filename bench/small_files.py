@@ -100,7 +100,8 @@ def _with_vectors(lm, corpus: Path, d, samples: list[bytes], keep: Path, count: 
     return mzdict.bind(file, lm), round(seconds, 1)
 
 
-def run(corpora: list[Path], lm, keep: Path, vectors: int = 0, vector_steps: int = 60) -> list[dict]:
+def run(corpora: list[Path], lm, keep: Path, vectors: int = 0, vector_steps: int = 60,
+        vector_corpora: list[str] | None = None) -> list[dict]:
     rows = []
     for corpus in corpora:
         train, test = _files(corpus / "train"), _files(corpus / "test")
@@ -118,7 +119,7 @@ def run(corpora: list[Path], lm, keep: Path, vectors: int = 0, vector_steps: int
         d, train_s = _dictionary(lm, corpus, [p.read_bytes() for p in train], keep)
         with_dict = _memzip(lm, inputs, d)
         extra = {}
-        if vectors:
+        if vectors and (not vector_corpora or corpus.name in vector_corpora):
             dv, tune_s = _with_vectors(lm, corpus, d, [p.read_bytes() for p in train], keep, vectors, vector_steps)
             extra = {"memzip -D +vectors": {**_memzip(lm, inputs, dv), "vectors": vectors, "steps": vector_steps, "tune_s": tune_s}}
         row = {**extra, "corpus": corpus.name, "files": len(inputs), "bytes": total, "train_files": len(train),
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--vectors", type=int, default=0, metavar="K",
                    help="also a dictionary with K memory vectors tuned after its text (memzip.vectors.dictionary_vectors)")
+    p.add_argument("--vector-corpora", nargs="+", metavar="NAME", help="only these corpora get the vectors row")
     p.add_argument("--vector-steps", type=int, default=60, help="Adam steps tuning the vectors (default 60)")
     p.add_argument("--dictionaries", type=Path, help="where trained dictionaries are kept and reused (default: --out)")
     args = p.parse_args(argv)
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = args.dictionaries or args.out
     keep.mkdir(parents=True, exist_ok=True)
     lm = load_model(args.model)
-    rows = run(args.corpora or DEFAULT_CORPORA, lm, keep, args.vectors, args.vector_steps)
+    rows = run(args.corpora or DEFAULT_CORPORA, lm, keep, args.vectors, args.vector_steps, args.vector_corpora)
     meta = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "model": lm.model_id,
             "command": "python -m bench.small_files " + " ".join(argv if argv is not None else [])}
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
