@@ -297,21 +297,28 @@ def _write(args, path: str, target: str | None, out: bytes) -> None:
     _write_output(args, target, path, lambda f: f.write(out))
 
 
-def _summary(args, name: str, data: bytes, out: bytes, r, elapsed: float, journal: str | None, say) -> None:
-    if args.command != "c":
-        say(f"{name}: restored {len(out)} bytes in {elapsed:.1f} s")
-        return
-    ratio = f"{len(out) / len(data):.3f}" if data else "n/a"
-    not_tried = f" ({r.not_tried} not tried: expected larger than zstd)" if r.not_tried else ""
-    step_note = f", steps median {r.steps_median} p90 {r.steps_p90}" if r.steps else ""
-    step_note += f", {r.resumed} resumed from {journal}" if r.resumed else ""
-    stored = f"{r.vectors} vectors" if r.vectors else f"{r.predicted} predicted"
+def _say_compressed(args, name: str, original: int, compressed: int, reports: list, elapsed: float,
+                    journal: str | None, say, frames: int = 0) -> None:
+    """The one-line summary of a compressed input (its reports: one per container, one per frame)."""
+    from .strategies import percentile
+
+    ratio = f"{compressed / original:.3f}" if original else "n/a"
+    windows = sum(r.windows for r in reports)
+    vectors, predicted = sum(r.vectors for r in reports), sum(r.predicted for r in reports)
+    raw, not_tried = sum(r.fallback_windows for r in reports), sum(r.not_tried for r in reports)
+    steps = [n for r in reports for n in r.steps]
+    resumed = sum(r.resumed for r in reports)
+    not_tried = f" ({not_tried} not tried: expected larger than zstd)" if not_tried else ""
+    step_note = f", steps median {percentile(steps, 0.5)} p90 {percentile(steps, 0.9)}" if steps else ""
+    step_note += f", {resumed} resumed from {journal}" if resumed else ""
+    stored = f"{vectors} vectors" if vectors else f"{predicted} predicted"
+    in_frames = f"{frames} frames, " if frames else ""
     say(
-        f"{name}: {len(data)} -> {len(out)} bytes (ratio {ratio}); {r.windows} windows: {stored}, "
-        f"{r.fallback_windows} raw{not_tried}{step_note}; {elapsed:.1f} s ({len(data) / max(elapsed, 1e-9):.1f} B/s)"
+        f"{name}: {original} -> {compressed} bytes (ratio {ratio}); {in_frames}{windows} windows: {stored}, "
+        f"{raw} raw{not_tried}{step_note}; {elapsed:.1f} s ({original / max(elapsed, 1e-9):.1f} B/s)"
     )
-    if args.verbose:
-        say("  sections: " + _sections(r.sizes))
+    if args.verbose and not frames and reports:
+        say("  sections: " + _sections(reports[0].sizes))
 
 
 def _run_file(args, path: str, models: _Models, progress, say) -> None:
@@ -383,25 +390,7 @@ def _compress(args, src, path: str, name: str, target: str | None, models: _Mode
             os.unlink(journal)  # only now: the output is safely in place
     elapsed = time.monotonic() - started
     s = done[0]
-    ratio = f"{s.compressed_size / s.original_size:.3f}" if s.original_size else "n/a"
-    windows = sum(r.windows for r in s.reports)
-    vectors, predicted = sum(r.vectors for r in s.reports), sum(r.predicted for r in s.reports)
-    raw, not_tried = sum(r.fallback_windows for r in s.reports), sum(r.not_tried for r in s.reports)
-    steps = [n for r in s.reports for n in r.steps]
-    resumed = sum(r.resumed for r in s.reports)
-    from .strategies import percentile
-
-    frames = f"{s.frames} frames, " if s.frames else ""
-    not_tried = f" ({not_tried} not tried: expected larger than zstd)" if not_tried else ""
-    step_note = f", steps median {percentile(steps, 0.5)} p90 {percentile(steps, 0.9)}" if steps else ""
-    step_note += f", {resumed} resumed from {journal}" if resumed else ""
-    stored = f"{vectors} vectors" if vectors else f"{predicted} predicted"
-    say(
-        f"{name}: {s.original_size} -> {s.compressed_size} bytes (ratio {ratio}); {frames}{windows} windows: {stored}, "
-        f"{raw} raw{not_tried}{step_note}; {elapsed:.1f} s ({s.original_size / max(elapsed, 1e-9):.1f} B/s)"
-    )
-    if args.verbose and not s.frames:
-        say("  sections: " + _sections(s.reports[0].sizes))
+    _say_compressed(args, name, s.original_size, s.compressed_size, s.reports, elapsed, journal, say, s.frames)
 
 
 def _frame_size(args) -> int:
@@ -501,21 +490,22 @@ def _run_batch(args, paths: list[str], models: _Models, progress, say) -> None:
     elapsed = (time.monotonic() - started) / len(paths)
     for path, target, data, (out, report) in zip(paths, targets, inputs, results):
         _write(args, path, target, out)
-        _summary(args, path, data, out, report, elapsed, None, say)
+        if report is not None:
+            _say_compressed(args, path, len(data), len(out), [report], elapsed, None, say)
+        else:
+            say(f"{path}: restored {len(out)} bytes in {elapsed:.1f} s")
 
 
 def _together(args, inputs: list[bytes], models: _Models, progress) -> list[tuple[bytes, object]]:
+    """(output, compression report or None) of every input; decompress_many reads every container
+    before any decoding, so a file that is not one is found before any work."""
     from . import codec
-    from .format import container
 
     if args.command == "c":
         lm = models.load(args.model)
         return codec.compress_many(inputs, lm, _settings(args), progress, dictionary=models.dictionary(args.dictionary, lm))
-    for blob in inputs:  # a file that is not a container: found before any work
-        container.read(blob)
-    dictionary = (lambda lm: models.dictionary(args.dictionary, lm)) if args.dictionary else None
     return [(out, None) for out in codec.decompress_many(inputs, args.model, progress, load=models.load,
-                                                         dictionary=dictionary)]
+                                                         dictionary=_dictionary_for_x(args, models))]
 
 
 def _run_pool(args, paths: list[str], progress, say) -> None:

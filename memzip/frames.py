@@ -99,7 +99,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
             blob, report = codec.compress_with_report(first, lm, settings, progress, journal_path, dictionary)
         else:
             blob, report = next(iter(map_frames(iter([first]))), b""), None
-            if not blob.startswith(container.MAGIC) or container.read(blob).checksum != container.original_checksum(first):
+            if not _compresses(blob, container.original_checksum(first)):
                 raise SettingsError("map_frames: the container is not the compression of its input")
         dst.write(blob)
         return StreamReport(0, len(first), len(blob), [report] if report else [])
@@ -124,7 +124,7 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
         if not pending:
             raise SettingsError("map_frames returned more frames than it was given pieces")
         size, checksum = pending.popleft()
-        if not blob.startswith(container.MAGIC) or container.read(blob).checksum != checksum:
+        if not _compresses(blob, checksum):
             raise SettingsError(f"map_frames: frame {writer.count + 1} is not the compression of its piece")
         try:
             writer.add(blob, size)
@@ -135,6 +135,11 @@ def compress_stream(src: BinaryIO, dst: BinaryIO, model=None, settings: Compress
         raise SettingsError("map_frames returned fewer frames than it was given pieces")
     out.compressed_size, out.frames = writer.finish(fmt.original_checksum(whole)), writer.count
     return out
+
+
+def _compresses(blob: bytes, checksum: bytes) -> bool:
+    """Is ``blob`` a container of the piece whose original checksum is ``checksum`` (what a map returned)?"""
+    return blob.startswith(container.MAGIC) and container.read(blob).checksum == checksum
 
 
 def _cached_loader(progress: Progress):
